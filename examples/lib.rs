@@ -1,0 +1,1 @@
+//! Examples for `multiweb-telemetry`; see the `[[example]]` targets.

@@ -1,0 +1,626 @@
+//! The builder, and how settings are resolved from code, the environment and defaults.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::net::SocketAddr;
+
+use crate::Error;
+
+/// Default histogram buckets, in seconds.
+///
+/// They suit web latency and bracket the guide's thresholds: the `HighLatency`
+/// alert (P95 > 0.5 s) and the slow-request log query (`duration > 1.0`).
+pub const DEFAULT_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Default number of log lines buffered before new lines are dropped (and counted).
+pub const DEFAULT_LOG_BUFFER_LINES: usize = 128_000;
+
+/// Environment variables the crate reads.
+pub(crate) mod vars {
+    pub(crate) const OTEL_SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
+    pub(crate) const OTEL_RESOURCE_ATTRIBUTES: &str = "OTEL_RESOURCE_ATTRIBUTES";
+    pub(crate) const OTEL_SDK_DISABLED: &str = "OTEL_SDK_DISABLED";
+    pub(crate) const RUST_LOG: &str = "RUST_LOG";
+    pub(crate) const MULTIWEB_METRICS_ADDR: &str = "MULTIWEB_METRICS_ADDR";
+    pub(crate) const MULTIWEB_LOG_FORMAT: &str = "MULTIWEB_LOG_FORMAT";
+}
+
+/// How log lines are written to stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum LogFormat {
+    /// One JSON object per line, for Loki (`MULTIWEB_LOG_FORMAT=json`). The default.
+    #[default]
+    Json,
+    /// Human-readable multi-line output for local development (`MULTIWEB_LOG_FORMAT=pretty`).
+    Pretty,
+}
+
+/// Configures and installs telemetry.
+///
+/// Obtain one with [`Telemetry::builder`](crate::Telemetry::builder).
+///
+/// # Precedence
+///
+/// Following the OpenTelemetry convention, a setting made on the builder wins
+/// over the environment variable for the same thing, which wins over the
+/// default. Each setter names its variable and its default.
+///
+/// | setting | environment variable | default |
+/// |---|---|---|
+/// | [`service_name`](Self::service_name) | `OTEL_SERVICE_NAME` | `unknown_service:<executable>` |
+/// | [`resource_attribute`](Self::resource_attribute) | `OTEL_RESOURCE_ATTRIBUTES` | none |
+/// | [`disabled`](Self::disabled) | `OTEL_SDK_DISABLED` | `false` |
+/// | [`log_filter`](Self::log_filter) | `RUST_LOG` | `info` |
+/// | [`log_format`](Self::log_format) | `MULTIWEB_LOG_FORMAT` (`json` or `pretty`) | `json` |
+/// | [`metrics_addr`](Self::metrics_addr) | `MULTIWEB_METRICS_ADDR` | no standalone listener |
+///
+/// An empty environment variable counts as unset, as the OpenTelemetry
+/// specification asks.
+#[derive(Default)]
+#[must_use = "a builder does nothing until `try_init` is called"]
+pub struct TelemetryBuilder {
+    pub(crate) service_name: Option<String>,
+    #[allow(dead_code, reason = "read by the trace exporter")]
+    pub(crate) resource_attributes: Vec<(String, String)>,
+    pub(crate) disabled: Option<bool>,
+    pub(crate) log_filter: Option<String>,
+    pub(crate) log_format: Option<LogFormat>,
+    pub(crate) metrics_addr: Option<SocketAddr>,
+    pub(crate) log_buffer_lines: Option<usize>,
+    pub(crate) default_buckets: Option<Vec<f64>>,
+    pub(crate) buckets_for: Vec<(String, Vec<f64>)>,
+    pub(crate) process_metrics: Option<bool>,
+    pub(crate) log_writer: Option<crate::log::LogSink>,
+}
+
+impl fmt::Debug for TelemetryBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TelemetryBuilder")
+            .field("service_name", &self.service_name)
+            .field("resource_attributes", &self.resource_attributes)
+            .field("disabled", &self.disabled)
+            .field("log_filter", &self.log_filter)
+            .field("log_format", &self.log_format)
+            .field("metrics_addr", &self.metrics_addr)
+            .field("log_buffer_lines", &self.log_buffer_lines)
+            .field("default_buckets", &self.default_buckets)
+            .field("buckets_for", &self.buckets_for)
+            .field("process_metrics", &self.process_metrics)
+            .field("log_writer", &self.log_writer.as_ref().map(|_| "custom"))
+            .finish()
+    }
+}
+
+impl TelemetryBuilder {
+    /// The service name, reported as `service.name`.
+    ///
+    /// Overrides `OTEL_SERVICE_NAME`. Defaults to `unknown_service:<executable name>`.
+    pub fn service_name(mut self, name: impl Into<String>) -> Self {
+        self.service_name = Some(name.into());
+        self
+    }
+
+    /// Adds a resource attribute. Attributes set here are added to, and win
+    /// over, those from `OTEL_RESOURCE_ATTRIBUTES`. Defaults to none.
+    pub fn resource_attribute(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.resource_attributes.push((key.into(), value.into()));
+        self
+    }
+
+    /// Turns trace export off (metrics and logs stay on).
+    ///
+    /// Overrides `OTEL_SDK_DISABLED`. Defaults to `false`.
+    pub fn disabled(mut self, disabled: bool) -> Self {
+        self.disabled = Some(disabled);
+        self
+    }
+
+    /// The log filter, in `RUST_LOG` syntax (e.g. `info,my_crate=debug`).
+    ///
+    /// Overrides `RUST_LOG`. Defaults to `info`.
+    pub fn log_filter(mut self, directives: impl Into<String>) -> Self {
+        self.log_filter = Some(directives.into());
+        self
+    }
+
+    /// The log format.
+    ///
+    /// Overrides `MULTIWEB_LOG_FORMAT`. Defaults to [`LogFormat::Json`].
+    pub fn log_format(mut self, format: LogFormat) -> Self {
+        self.log_format = Some(format);
+        self
+    }
+
+    /// Serves `/metrics` on a listener of its own at `addr`, bound during
+    /// `try_init` (a bind failure is an [`Error::BindMetrics`]).
+    ///
+    /// Overrides `MULTIWEB_METRICS_ADDR`. Defaults to no standalone listener:
+    /// mount [`metrics_service`](crate::metrics::metrics_service) on your router instead.
+    pub fn metrics_addr(mut self, addr: SocketAddr) -> Self {
+        self.metrics_addr = Some(addr);
+        self
+    }
+
+    /// How many log lines may wait for stdout before new ones are dropped.
+    /// Dropped lines are counted in `multiweb_telemetry_log_lines_dropped_total`.
+    ///
+    /// Defaults to [`DEFAULT_LOG_BUFFER_LINES`].
+    pub fn log_buffer_lines(mut self, lines: usize) -> Self {
+        self.log_buffer_lines = Some(lines);
+        self
+    }
+
+    /// Writes log lines to `writer` instead of stdout (still through the
+    /// non-blocking, bounded buffer). Defaults to stdout.
+    pub fn log_writer<W>(mut self, writer: W) -> Self
+    where
+        W: std::io::Write + Send + 'static,
+    {
+        self.log_writer = Some(crate::log::LogSink(Box::new(writer)));
+        self
+    }
+
+    /// Histogram buckets (upper bounds, in the metric's unit) for every
+    /// histogram without a more specific setting.
+    ///
+    /// Defaults to [`DEFAULT_BUCKETS`].
+    pub fn histogram_buckets(mut self, bounds: &[f64]) -> Self {
+        self.default_buckets = Some(bounds.to_vec());
+        self
+    }
+
+    /// Histogram buckets for the histogram named exactly `metric`.
+    ///
+    /// Defaults to the buckets of [`histogram_buckets`](Self::histogram_buckets).
+    pub fn histogram_buckets_for(mut self, metric: impl Into<String>, bounds: &[f64]) -> Self {
+        self.buckets_for.push((metric.into(), bounds.to_vec()));
+        self
+    }
+
+    /// Whether the standard `process_*` metrics are exported. Defaults to `true`.
+    pub fn process_metrics(mut self, enabled: bool) -> Self {
+        self.process_metrics = Some(enabled);
+        self
+    }
+
+    /// Resolves every setting against `env` and the defaults, without
+    /// installing anything.
+    pub(crate) fn resolve(&self, env: &dyn Fn(&str) -> Option<OsString>) -> Result<Config, Error> {
+        let env = Env(env);
+        let service_name = match &self.service_name {
+            Some(name) => name.clone(),
+            None => match env.get(vars::OTEL_SERVICE_NAME)? {
+                Some(name) => name.trim().to_owned(),
+                None => default_service_name(),
+            },
+        };
+
+        let mut resource_attributes = env
+            .parse(vars::OTEL_RESOURCE_ATTRIBUTES, parse_resource_attributes)?
+            .unwrap_or_default();
+        for (key, value) in &self.resource_attributes {
+            resource_attributes.retain(|(k, _)| k != key);
+            resource_attributes.push((key.clone(), value.clone()));
+        }
+
+        let disabled = match self.disabled {
+            Some(disabled) => disabled,
+            None => env
+                .parse(vars::OTEL_SDK_DISABLED, |raw| {
+                    parse_bool(raw).ok_or(("`true` or `false`", None))
+                })?
+                .unwrap_or(false),
+        };
+
+        let log_format = match self.log_format {
+            Some(format) => format,
+            None => env
+                .parse(vars::MULTIWEB_LOG_FORMAT, |raw| {
+                    match raw.trim().to_ascii_lowercase().as_str() {
+                        "json" => Ok(LogFormat::Json),
+                        "pretty" => Ok(LogFormat::Pretty),
+                        _ => Err(("`json` or `pretty`", None)),
+                    }
+                })?
+                .unwrap_or_default(),
+        };
+
+        let metrics_addr = match self.metrics_addr {
+            Some(addr) => Some(addr),
+            None => env.parse(vars::MULTIWEB_METRICS_ADDR, |raw| {
+                raw.trim().parse::<SocketAddr>().map_err(|err| {
+                    let err: BoxError = Box::new(err);
+                    ("a socket address such as `127.0.0.1:9464`", Some(err))
+                })
+            })?,
+        };
+
+        let log_buffer_lines = self.log_buffer_lines.unwrap_or(DEFAULT_LOG_BUFFER_LINES);
+        if log_buffer_lines == 0 {
+            return Err(Error::InvalidSetting {
+                setting: "log_buffer_lines(0)".to_owned(),
+                reason: "the buffer must hold at least one line",
+            });
+        }
+
+        Ok(Config {
+            service_name,
+            resource_attributes,
+            disabled,
+            log_filter: self.resolve_log_filter(&env)?,
+            log_format,
+            metrics_addr,
+            log_buffer_lines,
+            buckets: self.resolve_buckets()?,
+            process_metrics: self.process_metrics.unwrap_or(true),
+        })
+    }
+
+    fn resolve_log_filter(&self, env: &Env<'_>) -> Result<tracing_subscriber::EnvFilter, Error> {
+        let parse = |directives: &str| tracing_subscriber::EnvFilter::builder().parse(directives);
+        if let Some(directives) = &self.log_filter {
+            return parse(directives).map_err(|_| Error::InvalidSetting {
+                setting: format!("log_filter({directives:?})"),
+                reason: "not valid `RUST_LOG` filter directives",
+            });
+        }
+        let from_env = env.parse(vars::RUST_LOG, |raw| {
+            parse(raw).map_err(|err| {
+                let err: BoxError = Box::new(err);
+                (
+                    "`RUST_LOG` filter directives such as `info,my_crate=debug`",
+                    Some(err),
+                )
+            })
+        })?;
+        Ok(from_env.unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info")))
+    }
+
+    fn resolve_buckets(&self) -> Result<Buckets, Error> {
+        let default = match &self.default_buckets {
+            Some(bounds) => checked_buckets("histogram_buckets", bounds)?,
+            None => DEFAULT_BUCKETS.to_vec(),
+        };
+        let per_metric = self
+            .buckets_for
+            .iter()
+            .map(|(metric, bounds)| {
+                let setting = format!("histogram_buckets_for({metric:?})");
+                Ok((metric.clone(), checked_buckets(&setting, bounds)?))
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        Ok(Buckets {
+            default,
+            per_metric,
+        })
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a variable's value was rejected: what was expected, and the parser's error.
+type Rejection = (&'static str, Option<BoxError>);
+
+/// Reads environment variables through a lookup function (the process
+/// environment, or a map in tests).
+struct Env<'a>(&'a dyn Fn(&str) -> Option<OsString>);
+
+impl Env<'_> {
+    /// The variable's value; unset and empty are both `None`.
+    fn get(&self, name: &'static str) -> Result<Option<String>, Error> {
+        match (self.0)(name) {
+            None => Ok(None),
+            Some(raw) => match raw.into_string() {
+                Ok(s) if s.trim().is_empty() => Ok(None),
+                Ok(s) => Ok(Some(s)),
+                Err(raw) => Err(Error::InvalidEnv {
+                    name,
+                    value: raw.to_string_lossy().into_owned(),
+                    expected: "valid UTF-8",
+                    source: None,
+                }),
+            },
+        }
+    }
+
+    /// The variable parsed by `parse`, whose error says what was expected.
+    fn parse<T>(
+        &self,
+        name: &'static str,
+        parse: impl FnOnce(&str) -> Result<T, Rejection>,
+    ) -> Result<Option<T>, Error> {
+        let Some(raw) = self.get(name)? else {
+            return Ok(None);
+        };
+        parse(&raw)
+            .map(Some)
+            .map_err(|(expected, source)| Error::InvalidEnv {
+                name,
+                value: raw,
+                expected,
+                source,
+            })
+    }
+}
+
+/// Every setting, resolved.
+#[derive(Debug)]
+pub(crate) struct Config {
+    pub(crate) service_name: String,
+    #[allow(dead_code, reason = "read by the trace exporter")]
+    pub(crate) resource_attributes: Vec<(String, String)>,
+    #[allow(dead_code, reason = "read by the trace exporter")]
+    pub(crate) disabled: bool,
+    pub(crate) log_filter: tracing_subscriber::EnvFilter,
+    pub(crate) log_format: LogFormat,
+    pub(crate) metrics_addr: Option<SocketAddr>,
+    pub(crate) log_buffer_lines: usize,
+    pub(crate) buckets: Buckets,
+    pub(crate) process_metrics: bool,
+}
+
+/// Histogram bucket settings, checked.
+#[derive(Debug, Clone)]
+pub(crate) struct Buckets {
+    pub(crate) default: Vec<f64>,
+    pub(crate) per_metric: Vec<(String, Vec<f64>)>,
+}
+
+impl Default for Buckets {
+    fn default() -> Self {
+        Self {
+            default: DEFAULT_BUCKETS.to_vec(),
+            per_metric: Vec::new(),
+        }
+    }
+}
+
+fn checked_buckets(setting: &str, bounds: &[f64]) -> Result<Vec<f64>, Error> {
+    let invalid = |reason| Error::InvalidSetting {
+        setting: setting.to_owned(),
+        reason,
+    };
+    if bounds.is_empty() {
+        return Err(invalid("at least one bucket bound is needed"));
+    }
+    if bounds.iter().any(|b| !b.is_finite()) {
+        return Err(invalid(
+            "bucket bounds must be finite (`+Inf` is always added)",
+        ));
+    }
+    if bounds.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(invalid("bucket bounds must be strictly increasing"));
+    }
+    Ok(bounds.to_vec())
+}
+
+fn parse_bool(raw: &str) -> Option<bool> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "true" => Some(true),
+        "false" => Some(false),
+        _ => None,
+    }
+}
+
+/// Parses `key1=value1,key2=value2` (W3C Baggage octets, values may be percent-encoded).
+fn parse_resource_attributes(raw: &str) -> Result<Vec<(String, String)>, Rejection> {
+    const EXPECTED: Rejection = (
+        "comma-separated `key=value` pairs with non-empty keys",
+        None,
+    );
+    let mut attributes = Vec::new();
+    for pair in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').ok_or(EXPECTED)?;
+        let key = key.trim();
+        if key.is_empty() {
+            return Err(EXPECTED);
+        }
+        let value = percent_decode(value.trim()).ok_or(EXPECTED)?;
+        attributes.retain(|(k, _): &(String, String)| k != key);
+        attributes.push((key.to_owned(), value));
+    }
+    Ok(attributes)
+}
+
+fn percent_decode(raw: &str) -> Option<String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = raw.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn default_service_name() -> String {
+    let exe = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()));
+    match exe {
+        Some(exe) => format!("unknown_service:{exe}"),
+        None => "unknown_service".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn resolve(builder: &TelemetryBuilder, env: &[(&str, &str)]) -> Result<Config, Error> {
+        let env: HashMap<String, OsString> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), OsString::from(v)))
+            .collect();
+        builder.resolve(&|name| env.get(name).cloned())
+    }
+
+    fn env_error(name: &str, value: &str) -> String {
+        match resolve(&TelemetryBuilder::default(), &[(name, value)]) {
+            Err(err @ Error::InvalidEnv { .. }) => err.to_string(),
+            other => panic!("expected InvalidEnv for {name}={value:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_apply_without_environment() {
+        let config = resolve(&TelemetryBuilder::default(), &[]).unwrap();
+        assert!(config.service_name.starts_with("unknown_service"));
+        assert!(!config.disabled);
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.metrics_addr, None);
+        assert_eq!(config.log_filter.to_string(), "info");
+        assert_eq!(config.buckets.default, DEFAULT_BUCKETS);
+        assert!(DEFAULT_BUCKETS.contains(&0.5) && DEFAULT_BUCKETS.contains(&1.0));
+    }
+
+    #[test]
+    fn environment_is_read() {
+        let config = resolve(
+            &TelemetryBuilder::default(),
+            &[
+                ("OTEL_SERVICE_NAME", "multiweb-api"),
+                (
+                    "OTEL_RESOURCE_ATTRIBUTES",
+                    "deployment.environment=prod,team=web%20shop",
+                ),
+                ("OTEL_SDK_DISABLED", "TRUE"),
+                ("RUST_LOG", "warn,multiweb=debug"),
+                ("MULTIWEB_LOG_FORMAT", "pretty"),
+                ("MULTIWEB_METRICS_ADDR", "127.0.0.1:9464"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.service_name, "multiweb-api");
+        assert_eq!(
+            config.resource_attributes,
+            vec![
+                ("deployment.environment".to_owned(), "prod".to_owned()),
+                ("team".to_owned(), "web shop".to_owned())
+            ]
+        );
+        assert!(config.disabled);
+        assert_eq!(config.log_format, LogFormat::Pretty);
+        assert_eq!(config.metrics_addr, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(config.log_filter.to_string(), "multiweb=debug,warn");
+    }
+
+    #[test]
+    fn builder_wins_over_environment() {
+        let builder = TelemetryBuilder::default()
+            .service_name("from-code")
+            .disabled(false)
+            .log_format(LogFormat::Json)
+            .metrics_addr("127.0.0.1:1".parse().unwrap())
+            .resource_attribute("team", "code");
+        let config = resolve(
+            &builder,
+            &[
+                ("OTEL_SERVICE_NAME", "from-env"),
+                ("OTEL_SDK_DISABLED", "true"),
+                ("MULTIWEB_LOG_FORMAT", "pretty"),
+                ("MULTIWEB_METRICS_ADDR", "127.0.0.1:2"),
+                ("OTEL_RESOURCE_ATTRIBUTES", "team=env,region=eu"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.service_name, "from-code");
+        assert!(!config.disabled);
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.metrics_addr, Some("127.0.0.1:1".parse().unwrap()));
+        assert_eq!(
+            config.resource_attributes,
+            vec![
+                ("region".to_owned(), "eu".to_owned()),
+                ("team".to_owned(), "code".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn empty_variables_count_as_unset() {
+        let config = resolve(
+            &TelemetryBuilder::default(),
+            &[("OTEL_SDK_DISABLED", ""), ("MULTIWEB_METRICS_ADDR", "  ")],
+        )
+        .unwrap();
+        assert!(!config.disabled);
+        assert_eq!(config.metrics_addr, None);
+    }
+
+    #[test]
+    fn bad_environment_values_name_the_variable_and_value() {
+        assert_eq!(
+            env_error("MULTIWEB_METRICS_ADDR", "localhost:port"),
+            "invalid value \"localhost:port\" for environment variable MULTIWEB_METRICS_ADDR: \
+             expected a socket address such as `127.0.0.1:9464`"
+        );
+        assert_eq!(
+            env_error("OTEL_SDK_DISABLED", "yes"),
+            "invalid value \"yes\" for environment variable OTEL_SDK_DISABLED: \
+             expected `true` or `false`"
+        );
+        assert_eq!(
+            env_error("MULTIWEB_LOG_FORMAT", "xml"),
+            "invalid value \"xml\" for environment variable MULTIWEB_LOG_FORMAT: \
+             expected `json` or `pretty`"
+        );
+        assert!(
+            env_error("RUST_LOG", "info,[")
+                .starts_with("invalid value \"info,[\" for environment variable RUST_LOG")
+        );
+        assert!(
+            env_error("OTEL_RESOURCE_ATTRIBUTES", "novalue").starts_with(
+                "invalid value \"novalue\" for environment variable OTEL_RESOURCE_ATTRIBUTES"
+            )
+        );
+        assert!(env_error("OTEL_RESOURCE_ATTRIBUTES", "=x").contains("OTEL_RESOURCE_ATTRIBUTES"));
+        assert!(
+            env_error("OTEL_RESOURCE_ATTRIBUTES", "k=%zz").contains("OTEL_RESOURCE_ATTRIBUTES")
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn non_utf8_environment_value_is_an_error() {
+        use std::os::unix::ffi::OsStringExt;
+        let raw = OsString::from_vec(vec![0x66, 0xff]);
+        let err = TelemetryBuilder::default()
+            .resolve(&|name| (name == "OTEL_SERVICE_NAME").then(|| raw.clone()))
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidEnv {
+                    name: "OTEL_SERVICE_NAME",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn invalid_buckets_are_rejected() {
+        for bounds in [&[][..], &[0.5, 0.1][..], &[0.1, f64::NAN][..]] {
+            let builder =
+                TelemetryBuilder::default().histogram_buckets_for("latency_seconds", bounds);
+            let err = resolve(&builder, &[]).unwrap_err();
+            assert!(
+                err.to_string()
+                    .starts_with("invalid setting histogram_buckets_for(\"latency_seconds\")"),
+                "{err}"
+            );
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! The crate's error type.
+
+use std::net::SocketAddr;
+
+/// Why telemetry could not be initialized.
+///
+/// Every variant names the thing that was wrong: the environment variable and
+/// its value, the address that could not be bound, the metric whose buckets
+/// were rejected. The underlying cause, where there is one, is available
+/// through [`std::error::Error::source`] and is not repeated in `Display`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// [`init`](crate::init) or [`TelemetryBuilder::try_init`](crate::TelemetryBuilder::try_init)
+    /// was called a second time in this process.
+    #[error("telemetry is already initialized: `init()` may succeed only once per process")]
+    AlreadyInitialized,
+
+    /// An environment variable holds a value the crate cannot use.
+    #[error("invalid value {value:?} for environment variable {name}: expected {expected}")]
+    InvalidEnv {
+        /// The variable's name, e.g. `MULTIWEB_METRICS_ADDR`.
+        name: &'static str,
+        /// The value as it was found (lossily converted if it was not UTF-8).
+        value: String,
+        /// What the variable must contain.
+        expected: &'static str,
+        /// The parser's own error, when there is one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+
+    /// A value given to the builder in code is invalid.
+    #[error("invalid setting {setting}: {reason}")]
+    InvalidSetting {
+        /// The builder setting, e.g. `histogram_buckets_for("http_request_duration_seconds")`.
+        setting: String,
+        /// What was wrong with it.
+        reason: &'static str,
+    },
+
+    /// The standalone metrics listener could not bind its address.
+    #[error("could not bind the metrics listener to {addr}")]
+    BindMetrics {
+        /// The address from `MULTIWEB_METRICS_ADDR` or the builder.
+        addr: SocketAddr,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A background thread (log writer or metrics listener) could not be started.
+    #[error("could not start the {what} thread")]
+    Spawn {
+        /// Which thread.
+        what: &'static str,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Another crate already installed a global `metrics` recorder.
+    #[error("a global `metrics` recorder is already installed by someone else")]
+    RecorderAlreadySet,
+
+    /// Another crate already installed a global `tracing` subscriber.
+    #[error("a global `tracing` subscriber is already installed by someone else")]
+    SubscriberAlreadySet,
+}

@@ -1,0 +1,79 @@
+//! The guard `init` returns.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tracing_appender::non_blocking::WorkerGuard;
+
+use crate::metrics::RunningListener;
+use crate::metrics::{Exporter, MetricsService, Upkeep};
+
+/// Keeps telemetry running; dropping it flushes and shuts telemetry down.
+///
+/// Hold it for the life of the program, typically as `let _telemetry = init()?;`
+/// in `main` (not `let _ = ...`, which drops it at once).
+///
+/// Dropping it (or calling [`shutdown`](Self::shutdown)):
+///
+/// - writes out the log lines still buffered, waiting at most about a second;
+/// - stops the standalone metrics listener and the upkeep thread.
+///
+/// It blocks no async runtime thread for long and needs no runtime, so it is
+/// safe on a current-thread tokio runtime. Shutting down twice is harmless.
+/// The global `metrics` recorder and `tracing` subscriber stay installed (a
+/// process can install them only once); log lines emitted after shutdown are
+/// dropped and counted.
+#[must_use = "dropping the guard flushes and shuts telemetry down"]
+pub struct TelemetryGuard {
+    pub(crate) exporter: Arc<Exporter>,
+    pub(crate) log_worker: Option<WorkerGuard>,
+    pub(crate) listener: Option<RunningListener>,
+    pub(crate) upkeep: Option<Upkeep>,
+}
+
+impl fmt::Debug for TelemetryGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TelemetryGuard")
+            .field("metrics_addr", &self.metrics_addr())
+            .field("running", &self.log_worker.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TelemetryGuard {
+    /// A service answering with the `/metrics` exposition, to mount on the
+    /// application's router.
+    pub fn metrics_service(&self) -> MetricsService {
+        MetricsService::with_exporter(Arc::clone(&self.exporter))
+    }
+
+    /// The address the standalone metrics listener is bound to, if one was
+    /// configured (useful with port 0).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.listener.as_ref().map(|l| l.addr)
+    }
+
+    /// The Prometheus text exposition, as `/metrics` would serve it now.
+    pub fn render_metrics(&self) -> String {
+        self.exporter.render()
+    }
+
+    /// Flushes and shuts telemetry down now; the same as dropping the guard.
+    pub fn shutdown(mut self) {
+        self.shutdown_in_place();
+    }
+
+    fn shutdown_in_place(&mut self) {
+        self.listener.take();
+        self.upkeep.take();
+        // Dropping the worker guard flushes buffered lines with a time limit.
+        self.log_worker.take();
+    }
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        self.shutdown_in_place();
+    }
+}

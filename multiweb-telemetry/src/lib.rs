@@ -1,0 +1,158 @@
+//! Observability for a web service in one line.
+//!
+//! `multiweb-telemetry` makes a Rust service observable the way the MultiWeb
+//! monitoring guide expects: Prometheus scrapes `/metrics`, Loki parses one
+//! JSON object per log line, and the standard process metrics are there from
+//! the first scrape.
+//!
+//! # Quick start
+//!
+//! ```no_run
+//! use axum::{routing::get, Router};
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let telemetry = multiweb_telemetry::init()?;
+//!     let app = Router::new()
+//!         .route("/api/v1/products/", get(|| async { "[]" }))
+//!         .route_service("/metrics", telemetry.metrics_service());
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//!     tracing::info!("listening on 127.0.0.1:8080");
+//!     axum::serve(listener, app).await?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # What `init` installs
+//!
+//! - **Metrics** ([`metrics`](mod@metrics)): a global [`metrics`](::metrics) recorder
+//!   exporting the Prometheus text format, histograms as buckets, and the
+//!   standard `process_*` metrics refreshed at each scrape.
+//! - **Logs** ([`log`]): a global `tracing` subscriber writing one JSON object
+//!   per line to stdout through a non-blocking bounded buffer.
+//!
+//! # Configuration
+//!
+//! [`init`] reads the environment; [`Telemetry::builder`] sets the same things
+//! in code, and code wins over the environment, which wins over the defaults
+//! (the OpenTelemetry convention). See [`TelemetryBuilder`] for the table of
+//! settings and variables. Every invalid value is an [`Error`] naming the
+//! variable and the value.
+//!
+//! # Feature flags
+//!
+//! | feature | default | what it enables |
+//! |---|---|---|
+//! | *(none yet)* | | every capability above is always on |
+
+mod config;
+mod error;
+mod guard;
+pub mod log;
+pub mod metrics;
+pub mod testing;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+pub use config::{DEFAULT_BUCKETS, DEFAULT_LOG_BUFFER_LINES, LogFormat, TelemetryBuilder};
+pub use error::Error;
+pub use guard::TelemetryGuard;
+
+/// Set once the first `init` has got past checking its configuration.
+static INITIALIZED: AtomicBool = AtomicBool::new(false);
+
+/// Entry point for configuring telemetry in code.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Telemetry;
+
+impl Telemetry {
+    /// A builder with every setting taken from the environment or the defaults.
+    pub fn builder() -> TelemetryBuilder {
+        TelemetryBuilder::default()
+    }
+}
+
+/// Installs telemetry configured from the environment.
+///
+/// The same as `Telemetry::builder().try_init()`. Call it once, early in
+/// `main`, and keep the returned guard alive.
+///
+/// # Errors
+///
+/// [`Error::AlreadyInitialized`] on a second call, [`Error::InvalidEnv`] for
+/// an unusable environment variable, [`Error::BindMetrics`] when
+/// `MULTIWEB_METRICS_ADDR` cannot be bound, and the other [`Error`] variants
+/// when another crate already installed a global recorder or subscriber.
+pub fn init() -> Result<TelemetryGuard, Error> {
+    Telemetry::builder().try_init()
+}
+
+impl TelemetryBuilder {
+    /// Installs telemetry with these settings.
+    ///
+    /// Everything that can fail because of the configuration (bad values,
+    /// an address that cannot be bound) is checked before anything global is
+    /// installed, so such an error leaves the process as it was.
+    pub fn try_init(mut self) -> Result<TelemetryGuard, Error> {
+        if INITIALIZED
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Err(Error::AlreadyInitialized);
+        }
+        let prepared = self.prepare();
+        let (config, recorder, listener) = match prepared {
+            Ok(prepared) => prepared,
+            Err(err) => {
+                INITIALIZED.store(false, Ordering::Release);
+                return Err(err);
+            }
+        };
+
+        let logs = log::install(&config, self.log_writer.take())?;
+        let (exporter, upkeep) =
+            crate::metrics::install(recorder, config.process_metrics, Some(logs.dropped.clone()))?;
+        let listener = listener
+            .map(|listener| {
+                listener.start(crate::metrics::MetricsService::with_exporter(
+                    exporter.clone(),
+                ))
+            })
+            .transpose()?;
+        tracing::debug!(
+            service.name = %config.service_name,
+            metrics_addr = ?listener.as_ref().map(|l| l.addr),
+            "telemetry initialized"
+        );
+        Ok(TelemetryGuard {
+            exporter,
+            log_worker: Some(logs.worker),
+            listener,
+            upkeep: Some(upkeep),
+        })
+    }
+
+    /// The side-effect-free part of `try_init`.
+    fn prepare(
+        &self,
+    ) -> Result<
+        (
+            config::Config,
+            metrics_exporter_prometheus::PrometheusRecorder,
+            Option<crate::metrics::MetricsListener>,
+        ),
+        Error,
+    > {
+        let config = self.resolve(&|name| std::env::var_os(name))?;
+        if tracing::dispatcher::has_been_set() {
+            return Err(Error::SubscriberAlreadySet);
+        }
+        let recorder = crate::metrics::build_recorder(&config.buckets)?;
+        let listener = config
+            .metrics_addr
+            .map(crate::metrics::MetricsListener::bind)
+            .transpose()?;
+        Ok((config, recorder, listener))
+    }
+}

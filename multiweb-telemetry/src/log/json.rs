@@ -1,0 +1,567 @@
+//! The JSON log formatter: one object per line, span fields flattened.
+
+use std::cell::RefCell;
+use std::fmt::{self, Write as _};
+use std::io::{self, Write as _};
+use std::time::SystemTime;
+
+use tracing_core::field::{Field, Visit};
+use tracing_core::span::{Attributes, Id, Record};
+use tracing_core::{Event, Level, Subscriber};
+use tracing_subscriber::Layer;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::LookupSpan;
+
+use super::timestamp::write_rfc3339;
+
+/// Keys the formatter writes itself; span or event fields with these names are left out.
+const RESERVED: [&str; 5] = ["timestamp", "level", "message", "target", "span_id"];
+
+/// Longest string value written, in bytes; longer values are cut at a
+/// character boundary and end with `…`.
+pub const MAX_VALUE_BYTES: usize = 8 * 1024;
+
+/// A [`Layer`] that writes each event as one JSON object on one line.
+///
+/// The object has the fields Loki's `| json` stage and the guide's LogQL
+/// expect (CONTRACT §2):
+///
+/// ```json
+/// {"timestamp":"2026-11-28T04:43:34.123456Z","level":"info","message":"GET /api/v1/products/ status=200 duration=0.003","target":"multiweb_telemetry::http","method":"GET","path":"/api/v1/products/","status":200,"duration":0.003,"user_id":"123"}
+/// ```
+///
+/// - `timestamp` is RFC 3339 in UTC with microseconds; `level` is lowercase.
+/// - The event's fields and the fields of every enclosing span are written at
+///   the top level. The innermost value wins when names repeat; fields named
+///   like the fixed keys above are left out.
+/// - Numbers and booleans stay JSON numbers and booleans, so
+///   `| json | duration > 1.0` compares numerically.
+/// - String values longer than [`MAX_VALUE_BYTES`] are truncated; control
+///   characters are escaped, so a field can never break the line.
+///
+/// [`init`](crate::init) installs this layer writing to stdout through a
+/// non-blocking bounded buffer; it is public for custom subscriber stacks and
+/// benchmarks.
+///
+/// ```
+/// use tracing_subscriber::layer::SubscriberExt;
+///
+/// let subscriber = tracing_subscriber::registry()
+///     .with(multiweb_telemetry::log::JsonLayer::new().with_writer(std::io::stderr));
+/// tracing::subscriber::with_default(subscriber, || {
+///     tracing::info!(user_id = "123", "hello");
+/// });
+/// ```
+#[derive(Debug)]
+pub struct JsonLayer<W = fn() -> io::Stdout> {
+    make_writer: W,
+}
+
+impl JsonLayer {
+    /// A layer writing to stdout.
+    pub fn new() -> Self {
+        Self {
+            make_writer: io::stdout,
+        }
+    }
+}
+
+impl Default for JsonLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<W> JsonLayer<W> {
+    /// Writes lines to `make_writer` instead. Defaults to stdout.
+    pub fn with_writer<W2>(self, make_writer: W2) -> JsonLayer<W2>
+    where
+        W2: for<'w> MakeWriter<'w> + 'static,
+    {
+        JsonLayer { make_writer }
+    }
+}
+
+/// The fields recorded on a span, each value already JSON-encoded.
+#[derive(Debug, Default)]
+struct SpanFields(Vec<(&'static str, String)>);
+
+impl SpanFields {
+    fn set(&mut self, key: &'static str, json: String) {
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = json,
+            None => self.0.push((key, json)),
+        }
+    }
+}
+
+/// Records span fields into [`SpanFields`].
+struct SpanVisitor<'a>(&'a mut SpanFields);
+
+impl SpanVisitor<'_> {
+    fn put(&mut self, field: &Field, write: impl FnOnce(&mut Vec<u8>)) {
+        let mut json = Vec::with_capacity(16);
+        write(&mut json);
+        // Only valid UTF-8 is ever written by the encoders below.
+        if let Ok(json) = String::from_utf8(json) {
+            self.0.set(field.name(), json);
+        }
+    }
+}
+
+impl Visit for SpanVisitor<'_> {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.put(field, |b| write_f64(b, value));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.put(field, |b| write_display(b, value));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.put(field, |b| write_display(b, value));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.put(field, |b| write_display(b, value));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.put(field, |b| write_json_str(b, value));
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.put(field, |b| write_json_display(b, value));
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.put(field, |b| write_json_debug(b, value));
+    }
+}
+
+/// Writes an event's fields straight into the line.
+struct EventVisitor<'a> {
+    buf: &'a mut Vec<u8>,
+    keys: &'a mut Vec<&'static str>,
+    has_message: bool,
+}
+
+impl EventVisitor<'_> {
+    fn key(&mut self, field: &Field) -> bool {
+        let name = field.name();
+        if name == "message" {
+            if self.has_message {
+                return false;
+            }
+            self.has_message = true;
+        } else if RESERVED.contains(&name) || self.keys.contains(&name) {
+            return false;
+        } else {
+            self.keys.push(name);
+        }
+        self.buf.extend_from_slice(b",\"");
+        escape_into(self.buf, name);
+        self.buf.extend_from_slice(b"\":");
+        true
+    }
+}
+
+impl Visit for EventVisitor<'_> {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        if self.key(field) {
+            write_f64(self.buf, value);
+        }
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        if self.key(field) {
+            write_display(self.buf, value);
+        }
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if self.key(field) {
+            write_display(self.buf, value);
+        }
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        if self.key(field) {
+            write_display(self.buf, value);
+        }
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if self.key(field) {
+            write_json_str(self.buf, value);
+        }
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        if self.key(field) {
+            write_json_display(self.buf, value);
+        }
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if self.key(field) {
+            write_json_debug(self.buf, value);
+        }
+    }
+}
+
+struct Scratch {
+    line: Vec<u8>,
+    keys: Vec<&'static str>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
+        line: Vec::with_capacity(512),
+        keys: Vec::with_capacity(16),
+    });
+}
+
+/// Runs `f` with this thread's reusable buffers, or fresh ones if they are
+/// in use (an event emitted while writing an event).
+fn with_scratch(f: impl FnOnce(&mut Scratch)) {
+    let reentrant = SCRATCH
+        .try_with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scratch) => {
+                scratch.line.clear();
+                scratch.keys.clear();
+                f(&mut scratch);
+                None
+            }
+            Err(_) => Some(f),
+        })
+        .unwrap_or(None);
+    if let Some(f) = reentrant {
+        f(&mut Scratch {
+            line: Vec::new(),
+            keys: Vec::new(),
+        });
+    }
+}
+
+impl<S, W> Layer<S> for JsonLayer<W>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + 'static,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut fields = SpanFields::default();
+        attrs.record(&mut SpanVisitor(&mut fields));
+        span.extensions_mut().insert(fields);
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut extensions = span.extensions_mut();
+        if let Some(fields) = extensions.get_mut::<SpanFields>() {
+            values.record(&mut SpanVisitor(fields));
+        } else {
+            let mut fields = SpanFields::default();
+            values.record(&mut SpanVisitor(&mut fields));
+            extensions.insert(fields);
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        with_scratch(|scratch| {
+            let Scratch { line, keys } = scratch;
+            let meta = event.metadata();
+            line.extend_from_slice(b"{\"timestamp\":\"");
+            write_rfc3339(line, SystemTime::now());
+            line.extend_from_slice(b"\",\"level\":\"");
+            line.extend_from_slice(level_str(*meta.level()).as_bytes());
+            line.push(b'"');
+
+            let mut visitor = EventVisitor {
+                buf: line,
+                keys,
+                has_message: false,
+            };
+            event.record(&mut visitor);
+            if !visitor.has_message {
+                line.extend_from_slice(b",\"message\":\"\"");
+            }
+
+            if let Some(scope) = ctx.event_scope(event) {
+                for span in scope {
+                    let extensions = span.extensions();
+                    let Some(fields) = extensions.get::<SpanFields>() else {
+                        continue;
+                    };
+                    for (key, json) in &fields.0 {
+                        if RESERVED.contains(key) || keys.contains(key) {
+                            continue;
+                        }
+                        keys.push(key);
+                        line.extend_from_slice(b",\"");
+                        escape_into(line, key);
+                        line.extend_from_slice(b"\":");
+                        line.extend_from_slice(json.as_bytes());
+                    }
+                }
+            }
+
+            line.extend_from_slice(b",\"target\":");
+            write_json_str(line, meta.target());
+            line.extend_from_slice(b"}\n");
+
+            // A failed write must never reach the application; the
+            // non-blocking writer counts what it drops.
+            let _ = self.make_writer.make_writer_for(meta).write_all(line);
+        });
+    }
+}
+
+fn level_str(level: Level) -> &'static str {
+    match level {
+        Level::ERROR => "error",
+        Level::WARN => "warn",
+        Level::INFO => "info",
+        Level::DEBUG => "debug",
+        Level::TRACE => "trace",
+    }
+}
+
+fn write_display(buf: &mut Vec<u8>, value: impl fmt::Display) {
+    let _ = write!(buf, "{value}");
+}
+
+fn write_f64(buf: &mut Vec<u8>, value: f64) {
+    if value.is_finite() {
+        let _ = write!(buf, "{value}");
+    } else {
+        // JSON has no NaN or infinity.
+        write_json_str(buf, &value.to_string());
+    }
+}
+
+fn write_json_str(buf: &mut Vec<u8>, value: &str) {
+    buf.push(b'"');
+    if value.len() > MAX_VALUE_BYTES {
+        let mut end = MAX_VALUE_BYTES;
+        while !value.is_char_boundary(end) {
+            end -= 1;
+        }
+        escape_into(buf, &value[..end]);
+        buf.extend_from_slice("…".as_bytes());
+    } else {
+        escape_into(buf, value);
+    }
+    buf.push(b'"');
+}
+
+fn write_json_debug(buf: &mut Vec<u8>, value: &dyn fmt::Debug) {
+    buf.push(b'"');
+    let mut writer = EscapingWriter::new(buf);
+    let _ = write!(writer, "{value:?}");
+    writer.finish();
+}
+
+fn write_json_display(buf: &mut Vec<u8>, value: &dyn fmt::Display) {
+    buf.push(b'"');
+    let mut writer = EscapingWriter::new(buf);
+    let _ = write!(writer, "{value}");
+    writer.finish();
+}
+
+/// A [`fmt::Write`] that JSON-escapes into a byte buffer and stops after
+/// [`MAX_VALUE_BYTES`].
+struct EscapingWriter<'a> {
+    buf: &'a mut Vec<u8>,
+    written: usize,
+    truncated: bool,
+}
+
+impl<'a> EscapingWriter<'a> {
+    fn new(buf: &'a mut Vec<u8>) -> Self {
+        Self {
+            buf,
+            written: 0,
+            truncated: false,
+        }
+    }
+
+    fn finish(self) {
+        if self.truncated {
+            self.buf.extend_from_slice("…".as_bytes());
+        }
+        self.buf.push(b'"');
+    }
+}
+
+impl fmt::Write for EscapingWriter<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if self.truncated {
+            return Ok(());
+        }
+        let room = MAX_VALUE_BYTES - self.written;
+        if s.len() <= room {
+            escape_into(self.buf, s);
+            self.written += s.len();
+        } else {
+            let mut end = room;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            escape_into(self.buf, &s[..end]);
+            self.written = MAX_VALUE_BYTES;
+            self.truncated = true;
+        }
+        Ok(())
+    }
+}
+
+/// Appends `s` JSON-escaped (without quotes).
+fn escape_into(buf: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x00..=0x1f | 0x7f => {
+                buf.extend_from_slice(&bytes[start..i]);
+                buf.extend_from_slice(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[usize::from(b >> 4)],
+                    HEX[usize::from(b & 0xf)],
+                ]);
+                start = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        buf.extend_from_slice(&bytes[start..i]);
+        buf.extend_from_slice(escape);
+        start = i + 1;
+    }
+    buf.extend_from_slice(&bytes[start..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use tracing_subscriber::layer::SubscriberExt;
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn capture(f: impl FnOnce()) -> Vec<serde_json::Value> {
+        let out = Capture::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::registry()
+            .with(JsonLayer::new().with_writer(move || writer.clone()));
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = out.0.lock().unwrap().clone();
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(
+            text.ends_with('\n'),
+            "every line ends with a newline: {text:?}"
+        );
+        text.lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+            .collect()
+    }
+
+    #[test]
+    fn writes_contract_fields() {
+        let lines = capture(|| tracing::warn!(answer = 42, "disk almost full"));
+        assert_eq!(lines.len(), 1);
+        let line = lines[0].as_object().unwrap();
+        assert_eq!(line["level"], "warn");
+        assert_eq!(line["message"], "disk almost full");
+        assert_eq!(line["answer"], 42);
+        assert_eq!(line["target"], "multiweb_telemetry::log::json::tests");
+        let ts = line["timestamp"].as_str().unwrap();
+        assert_eq!(ts.len(), "2026-11-28T04:43:34.123456Z".len(), "{ts}");
+        assert!(ts.ends_with('Z') && ts.as_bytes()[10] == b'T', "{ts}");
+        let keys: Vec<_> = line.keys().map(String::as_str).collect();
+        assert_eq!(keys.len(), 5, "no other fields: {keys:?}");
+    }
+
+    #[test]
+    fn levels_are_lowercase() {
+        let lines = capture(|| {
+            tracing::error!("e");
+            tracing::warn!("w");
+            tracing::info!("i");
+            tracing::debug!("d");
+            tracing::trace!("t");
+        });
+        let levels: Vec<_> = lines.iter().map(|l| l["level"].as_str().unwrap()).collect();
+        assert_eq!(levels, ["error", "warn", "info", "debug", "trace"]);
+    }
+
+    #[test]
+    fn span_fields_are_flattened_innermost_first() {
+        let lines = capture(|| {
+            let request =
+                tracing::info_span!("request", user_id = tracing::field::Empty, method = "GET");
+            let _r = request.enter();
+            request.record("user_id", "123");
+            let inner = tracing::info_span!("list_products", method = "inner", page = 2_u64);
+            let _i = inner.enter();
+            tracing::info!(duration = 1.5_f64, "listed");
+        });
+        let line = lines[0].as_object().unwrap();
+        assert_eq!(line["user_id"], "123");
+        assert_eq!(line["method"], "inner", "the innermost span wins");
+        assert_eq!(line["page"], 2);
+        assert_eq!(line["duration"], 1.5);
+        assert!(line["duration"].is_f64());
+        assert!(!line.contains_key("span") && !line.contains_key("spans"));
+    }
+
+    #[test]
+    fn event_fields_win_over_span_fields_and_reserved_keys_are_kept() {
+        let lines = capture(|| {
+            let span = tracing::info_span!("s", status = 200_u64, level = "span-level");
+            let _g = span.enter();
+            tracing::error!(status = 503_u64, target_name = "x", "failed");
+        });
+        let line = lines[0].as_object().unwrap();
+        assert_eq!(line["status"], 503);
+        assert_eq!(line["level"], "error");
+        assert_eq!(line["message"], "failed");
+    }
+
+    #[test]
+    fn hostile_values_stay_on_one_valid_line() {
+        let long = "x".repeat(MAX_VALUE_BYTES * 8);
+        let lines = capture(|| {
+            tracing::info!(path = "/a\nb\"c\\d\u{1}\u{7f}é", long = %long, "line\r\nbreak");
+            tracing::info!(debug = ?long, "debug");
+        });
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["path"], "/a\nb\"c\\d\u{1}\u{7f}é");
+        assert_eq!(lines[0]["message"], "line\r\nbreak");
+        let long_value = lines[0]["long"].as_str().unwrap();
+        assert_eq!(long_value.len(), MAX_VALUE_BYTES + "…".len());
+        assert!(lines[1]["debug"].as_str().unwrap().ends_with('…'));
+    }
+
+    #[test]
+    fn error_values_are_strings() {
+        let err = io::Error::other("connection refused");
+        let lines = capture(|| {
+            tracing::error!(
+                error = &err as &(dyn std::error::Error + 'static),
+                "call failed"
+            );
+        });
+        assert_eq!(lines[0]["error"], "connection refused");
+    }
+}

@@ -1,0 +1,83 @@
+//! The standalone `/metrics` listener (`MULTIWEB_METRICS_ADDR`).
+
+use std::net::{SocketAddr, TcpListener};
+use std::thread;
+
+use tokio::sync::oneshot;
+
+use super::MetricsService;
+use crate::Error;
+
+/// A bound listener; serves on its own thread and runtime once started,
+/// so it works whatever runtime (if any) the application uses.
+#[derive(Debug)]
+pub(crate) struct MetricsListener {
+    listener: TcpListener,
+    addr: SocketAddr,
+}
+
+/// The running listener; stops when dropped.
+#[derive(Debug)]
+pub(crate) struct RunningListener {
+    pub(crate) addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl MetricsListener {
+    /// Binds `addr` now, so that a bad address is an error from `init`.
+    pub(crate) fn bind(addr: SocketAddr) -> Result<Self, Error> {
+        let bind_error = |source| Error::BindMetrics { addr, source };
+        let listener = TcpListener::bind(addr).map_err(bind_error)?;
+        listener.set_nonblocking(true).map_err(bind_error)?;
+        let addr = listener.local_addr().map_err(bind_error)?;
+        Ok(Self { listener, addr })
+    }
+
+    pub(crate) fn start(self, service: MetricsService) -> Result<RunningListener, Error> {
+        let spawn_error = |source| Error::Spawn {
+            what: "metrics listener",
+            source,
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .map_err(spawn_error)?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let Self { listener, addr } = self;
+        thread::Builder::new()
+            .name("multiweb-metrics-listener".to_owned())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let listener = match tokio::net::TcpListener::from_std(listener) {
+                        Ok(listener) => listener,
+                        Err(err) => {
+                            tracing::error!(error = %err, %addr, "metrics listener could not start");
+                            return;
+                        }
+                    };
+                    let app = axum::Router::new().route_service("/metrics", service);
+                    let served = axum::serve(listener, app)
+                        .with_graceful_shutdown(async {
+                            let _ = stopped.await;
+                        })
+                        .await;
+                    if let Err(err) = served {
+                        tracing::error!(error = %err, %addr, "metrics listener stopped");
+                    }
+                });
+            })
+            .map_err(spawn_error)?;
+        Ok(RunningListener {
+            addr,
+            stop: Some(stop),
+        })
+    }
+}
+
+impl Drop for RunningListener {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}

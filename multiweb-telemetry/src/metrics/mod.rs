@@ -1,0 +1,172 @@
+//! Prometheus metrics: the recorder behind the `metrics` facade, and `/metrics`.
+//!
+//! [`init`](crate::init) installs a [`metrics`] recorder from
+//! `metrics-exporter-prometheus`. Anything recorded through the facade, by
+//! this crate or any other, is exported in the Prometheus text format.
+//! Histograms are always exported as buckets (`_bucket`, `_sum`, `_count`),
+//! never as summaries; the default bounds are
+//! [`DEFAULT_BUCKETS`](crate::DEFAULT_BUCKETS).
+//!
+//! `/metrics` can be served two ways:
+//!
+//! - mount [`metrics_service`] on the application's router:
+//!
+//!   ```no_run
+//!   # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//!   let _telemetry = multiweb_telemetry::init()?;
+//!   let app: axum::Router = axum::Router::new()
+//!       .route_service("/metrics", multiweb_telemetry::metrics::metrics_service());
+//!   # Ok(()) }
+//!   ```
+//!
+//! - or set `MULTIWEB_METRICS_ADDR` (or
+//!   [`TelemetryBuilder::metrics_addr`](crate::TelemetryBuilder::metrics_addr)) to
+//!   serve it on a listener of its own, which keeps it off the public port.
+//!
+//! Every scrape also refreshes the standard process metrics
+//! (`process_cpu_seconds_total`, `process_resident_memory_bytes`, …) and the
+//! crate's own counters, such as `multiweb_telemetry_log_lines_dropped_total`.
+
+mod listener;
+mod process;
+mod service;
+
+use std::sync::{Arc, OnceLock};
+use std::thread;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+use tracing_appender::non_blocking::ErrorCounter;
+
+pub(crate) use listener::{MetricsListener, RunningListener};
+pub use service::MetricsService;
+
+use crate::Error;
+use crate::config::Buckets;
+
+/// Name of the counter of log lines dropped because stdout could not keep up.
+pub const LOG_LINES_DROPPED: &str = "multiweb_telemetry_log_lines_dropped_total";
+
+/// How often buffered histogram samples are folded into their buckets when
+/// nobody scrapes, so memory stays bounded.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The installed exporter, shared by every `/metrics` endpoint.
+static EXPORTER: OnceLock<Arc<Exporter>> = OnceLock::new();
+
+/// Renders the exposition text.
+#[derive(Debug)]
+pub(crate) struct Exporter {
+    handle: PrometheusHandle,
+    process_metrics: bool,
+    dropped_logs: Option<ErrorCounter>,
+}
+
+impl Exporter {
+    /// The full exposition: recorded metrics, then process metrics.
+    pub(crate) fn render(&self) -> String {
+        if let Some(dropped) = &self.dropped_logs {
+            ::metrics::counter!(LOG_LINES_DROPPED).absolute(dropped.dropped_lines() as u64);
+        }
+        self.handle.run_upkeep();
+        let mut out = self.handle.render();
+        if self.process_metrics {
+            process::render(&mut out);
+        }
+        out
+    }
+}
+
+/// A `PrometheusBuilder` with the crate's bucket settings.
+pub(crate) fn prometheus_builder(buckets: &Buckets) -> Result<PrometheusBuilder, Error> {
+    let invalid = |setting: String| Error::InvalidSetting {
+        setting,
+        reason: "rejected by the Prometheus exporter",
+    };
+    let mut builder = PrometheusBuilder::new()
+        .set_buckets(&buckets.default)
+        .map_err(|_| invalid("histogram_buckets".to_owned()))?;
+    for (metric, bounds) in &buckets.per_metric {
+        builder = builder
+            .set_buckets_for_metric(Matcher::Full(metric.clone()), bounds)
+            .map_err(|_| invalid(format!("histogram_buckets_for({metric:?})")))?;
+    }
+    Ok(builder)
+}
+
+/// Builds a recorder with the crate's settings, without installing it.
+pub(crate) fn build_recorder(buckets: &Buckets) -> Result<PrometheusRecorder, Error> {
+    Ok(prometheus_builder(buckets)?.build_recorder())
+}
+
+/// Installs `recorder` as the global recorder and makes it the one `/metrics` serves.
+pub(crate) fn install(
+    recorder: PrometheusRecorder,
+    process_metrics: bool,
+    dropped_logs: Option<ErrorCounter>,
+) -> Result<(Arc<Exporter>, Upkeep), Error> {
+    let handle = recorder.handle();
+    ::metrics::set_global_recorder(recorder).map_err(|_| Error::RecorderAlreadySet)?;
+    ::metrics::describe_counter!(
+        LOG_LINES_DROPPED,
+        "Log lines dropped because the log output could not keep up."
+    );
+    ::metrics::counter!(LOG_LINES_DROPPED).absolute(0);
+    let exporter = Arc::new(Exporter {
+        handle,
+        process_metrics,
+        dropped_logs,
+    });
+    let _ = EXPORTER.set(Arc::clone(&exporter));
+    let upkeep = Upkeep::spawn(exporter.handle.clone())?;
+    Ok((exporter, upkeep))
+}
+
+/// The exporter installed by `init`, if any.
+pub(crate) fn installed() -> Option<&'static Arc<Exporter>> {
+    EXPORTER.get()
+}
+
+/// A [`MetricsService`] that serves the exposition of the recorder installed
+/// by [`init`](crate::init).
+///
+/// It may be created before `init`; until then it answers
+/// `503 Service Unavailable`.
+pub fn metrics_service() -> MetricsService {
+    MetricsService::new()
+}
+
+/// The periodic upkeep thread; stops when dropped.
+#[derive(Debug)]
+pub(crate) struct Upkeep {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl Upkeep {
+    fn spawn(handle: PrometheusHandle) -> Result<Self, Error> {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        thread::Builder::new()
+            .name("multiweb-metrics-upkeep".to_owned())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(UPKEEP_INTERVAL)
+                {
+                    handle.run_upkeep();
+                }
+            })
+            .map_err(|source| Error::Spawn {
+                what: "metrics upkeep",
+                source,
+            })?;
+        Ok(Self { stop: Some(stop) })
+    }
+}
+
+impl Drop for Upkeep {
+    fn drop(&mut self) {
+        // Dropping the sender wakes the thread, which then exits.
+        self.stop.take();
+    }
+}

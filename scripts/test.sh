@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Runs every test. On a fresh Debian machine it first installs the tools the
+# end-to-end tests need (see scripts/install-test-tools.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-test-tools.sh
+cargo test --workspace --all-targets "$@"
+cargo test --workspace --doc "$@"

@@ -1,0 +1,220 @@
+//! The foundation, checked on the real output of the example application:
+//! `/metrics` (with promtool), the JSON log lines, and configuration errors.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use multiweb_telemetry::testing::Exposition;
+use multiweb_tests::{http_request, require_tool, run_marketplace_to_exit, start_marketplace};
+
+const PROCESS_METRICS: [(&str, &str); 7] = [
+    ("process_cpu_seconds_total", "counter"),
+    ("process_resident_memory_bytes", "gauge"),
+    ("process_virtual_memory_bytes", "gauge"),
+    ("process_open_fds", "gauge"),
+    ("process_max_fds", "gauge"),
+    ("process_start_time_seconds", "gauge"),
+    ("process_threads", "gauge"),
+];
+
+#[test]
+fn metrics_endpoint_serves_process_metrics_that_promtool_accepts() {
+    let app = start_marketplace(&[], &[]);
+    let response = app.get("/metrics", &[]);
+    assert_eq!(response.status, 200);
+    assert_eq!(
+        response.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let metrics = Exposition::parse(&response.body);
+    for (name, kind) in PROCESS_METRICS {
+        assert_eq!(
+            metrics.type_of(name),
+            Some(kind),
+            "{name} in:\n{}",
+            response.body
+        );
+        let value = metrics
+            .value(name, &[])
+            .unwrap_or_else(|| panic!("{name} has one value"));
+        assert!(value >= 0.0, "{name} = {value}");
+    }
+    let rss = metrics.value("process_resident_memory_bytes", &[]).unwrap();
+    assert!(rss > 1_000_000.0, "resident memory is in bytes: {rss}");
+    let start = metrics.value("process_start_time_seconds", &[]).unwrap();
+    assert!(start > 1.7e9, "start time is a unix timestamp: {start}");
+    assert_eq!(
+        metrics.type_of("multiweb_telemetry_log_lines_dropped_total"),
+        Some("counter")
+    );
+    assert_eq!(
+        metrics.value("multiweb_telemetry_log_lines_dropped_total", &[]),
+        Some(0.0)
+    );
+
+    let promtool = require_tool("promtool", "apt-get install -y prometheus");
+    let mut check = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(response.body.as_bytes())
+        .unwrap();
+    let output = check.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success(),
+        "promtool check metrics failed:\n{report}"
+    );
+    assert_eq!(report.trim(), "", "promtool reports problems");
+}
+
+#[test]
+fn logs_are_one_json_object_per_line_with_span_fields_flattened() {
+    let app = start_marketplace(&[], &[]);
+    let response = app.get("/api/v1/products/", &[("x-user-id", "123")]);
+    assert_eq!(response.status, 200);
+    let line = app.wait_json(|v| v["message"] == "listed products");
+    let fields = line.as_object().unwrap();
+    assert_eq!(fields["level"], "info");
+    assert_eq!(fields["target"], "marketplace");
+    assert_eq!(
+        fields["user_id"], "123",
+        "the span's field is at the top level"
+    );
+    assert_eq!(fields["count"], 2);
+    let timestamp = fields["timestamp"].as_str().unwrap();
+    assert!(
+        timestamp.len() == 27 && timestamp.ends_with('Z') && timestamp.as_bytes()[10] == b'T',
+        "RFC 3339 UTC: {timestamp}"
+    );
+
+    // The guide's LogQL `| json | user_id="123"` selects exactly this line.
+    let selected: Vec<serde_json::Value> = app
+        .stdout_lines()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .filter(|v: &serde_json::Value| v["user_id"] == "123")
+        .collect();
+    assert_eq!(selected.len(), 1);
+    for line in app.stdout_lines() {
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let level = value["level"].as_str().unwrap();
+        assert!(
+            ["error", "warn", "info", "debug", "trace"].contains(&level),
+            "{line}"
+        );
+        assert!(
+            value["message"].is_string() && value["timestamp"].is_string(),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn pretty_format_is_for_humans() {
+    let app = start_marketplace(&[], &[("MULTIWEB_LOG_FORMAT", "pretty")]);
+    let first = &app.stdout_lines()[0];
+    assert!(
+        serde_json::from_str::<serde_json::Value>(first).is_err(),
+        "{first}"
+    );
+    assert!(
+        first.contains(" INFO marketplace: marketplace listening, addr: "),
+        "{first}"
+    );
+}
+
+#[test]
+fn standalone_metrics_listener_serves_metrics() {
+    let app = start_marketplace(&[], &[("MULTIWEB_METRICS_ADDR", "127.0.0.1:0")]);
+    let start = app.wait_json(|v| v["message"] == "marketplace listening");
+    let metrics_addr = start["metrics_addr"]
+        .as_str()
+        .expect("metrics_addr is logged");
+    let response = http_request(metrics_addr.parse().unwrap(), "GET", "/metrics", &[], "");
+    assert_eq!(response.status, 200);
+    let metrics = Exposition::parse(&response.body);
+    assert_eq!(
+        metrics.type_of("process_cpu_seconds_total"),
+        Some("counter")
+    );
+}
+
+#[test]
+fn bad_environment_values_stop_the_app_with_an_error_naming_them() {
+    for (name, value, expected) in [
+        (
+            "MULTIWEB_METRICS_ADDR",
+            "not-an-address",
+            "invalid value \"not-an-address\" for environment variable MULTIWEB_METRICS_ADDR",
+        ),
+        (
+            "OTEL_SDK_DISABLED",
+            "maybe",
+            "invalid value \"maybe\" for environment variable OTEL_SDK_DISABLED",
+        ),
+        (
+            "RUST_LOG",
+            "info,[[",
+            "invalid value \"info,[[\" for environment variable RUST_LOG",
+        ),
+        (
+            "MULTIWEB_LOG_FORMAT",
+            "xml",
+            "invalid value \"xml\" for environment variable MULTIWEB_LOG_FORMAT",
+        ),
+    ] {
+        let output = run_marketplace_to_exit(&["--listen", "127.0.0.1:0"], &[(name, value)]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{name}={value} must fail");
+        assert!(stderr.contains(expected), "{name}={value}: {stderr}");
+        assert!(
+            output.stdout.is_empty(),
+            "nothing was logged before the error"
+        );
+    }
+}
+
+#[test]
+fn an_address_in_use_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = run_marketplace_to_exit(
+        &["--listen", "127.0.0.1:0"],
+        &[("MULTIWEB_METRICS_ADDR", &addr)],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains(&format!(
+            "error: could not bind the metrics listener to {addr}"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("caused by:"),
+        "the OS error is the source: {stderr}"
+    );
+}
+
+#[test]
+fn sigterm_flushes_the_last_log_line() {
+    let app = start_marketplace(&[], &[]);
+    let lines_before = app.stdout_lines().len();
+    let (status, lines) = app.stop();
+    assert!(status.success(), "clean exit on SIGTERM: {status:?}");
+    let last: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    assert_eq!(last["message"], "marketplace stopped");
+    assert!(lines.len() > lines_before);
+}
