@@ -4,5 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-test-tools.sh
+# The end-to-end tests run the example binaries, so build them first.
+cargo build --workspace --examples
 cargo test --workspace --all-targets "$@"
 cargo test --workspace --doc "$@"

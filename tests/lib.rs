@@ -21,7 +21,7 @@ pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 ///
 /// # Panics
 ///
-/// If the example was not built (run the tests with `cargo test --workspace`).
+/// If the example was not built (`cargo build --workspace --examples`).
 pub fn example_path(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> -> target/<profile>/examples/<name>
@@ -34,8 +34,8 @@ pub fn example_path(name: &str) -> PathBuf {
         .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(
         path.exists(),
-        "example binary {} is missing: run the tests with `cargo test --workspace`, \
-         which builds the examples",
+        "example binary {} is missing: build it with `cargo build --workspace --examples` \
+         before `cargo test` (scripts/test.sh does both)",
         path.display()
     );
     path
