@@ -48,10 +48,10 @@ struct Product {
 }
 
 /// `GET /api/v1/products/`: the guide's `list_products`.
-#[tracing::instrument(name = "list_products", skip_all, fields(user_id = tracing::field::Empty))]
+#[tracing::instrument(name = "list_products", skip_all)]
 async fn list_products(headers: HeaderMap) -> Json<Vec<Product>> {
     if let Some(user_id) = headers.get("x-user-id").and_then(|v| v.to_str().ok()) {
-        tracing::Span::current().record("user_id", user_id);
+        multiweb_telemetry::http::record_user_id(user_id);
     }
     let products = vec![
         Product {
@@ -97,7 +97,8 @@ async fn main() -> ExitCode {
 
     let app = Router::new()
         .route("/api/v1/products/", get(list_products))
-        .route_service("/metrics", telemetry.metrics_service());
+        .route_service("/metrics", telemetry.metrics_service())
+        .layer(multiweb_telemetry::http::layer());
 
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(listener) => listener,

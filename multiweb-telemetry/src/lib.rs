@@ -48,6 +48,7 @@
 mod config;
 mod error;
 mod guard;
+pub mod http;
 pub mod log;
 pub mod metrics;
 pub mod testing;

@@ -20,6 +20,7 @@ const PROCESS_METRICS: [(&str, &str); 7] = [
 #[test]
 fn metrics_endpoint_serves_process_metrics_that_promtool_accepts() {
     let app = start_marketplace(&[], &[]);
+    assert_eq!(app.get("/api/v1/products/", &[]).status, 200);
     let response = app.get("/metrics", &[]);
     assert_eq!(response.status, 200);
     assert_eq!(
@@ -50,6 +51,30 @@ fn metrics_endpoint_serves_process_metrics_that_promtool_accepts() {
     assert_eq!(
         metrics.value("multiweb_telemetry_log_lines_dropped_total", &[]),
         Some(0.0)
+    );
+
+    // The HTTP layer's histogram, with the guide's thresholds as buckets.
+    let labels = [
+        ("method", "GET"),
+        ("path", "/api/v1/products/"),
+        ("status", "200"),
+    ];
+    assert_eq!(metrics.value("http_requests_total", &labels), Some(1.0));
+    for le in ["0.5", "1", "+Inf"] {
+        let mut with_le = labels.to_vec();
+        with_le.push(("le", le));
+        assert_eq!(
+            metrics.value("http_request_duration_seconds_bucket", &with_le),
+            Some(1.0),
+            "le={le}"
+        );
+    }
+    assert!(
+        metrics
+            .find("http_requests_total", &[("path", "/metrics")])
+            .next()
+            .is_none(),
+        "the metrics endpoint is not recorded"
     );
 
     let promtool = require_tool("promtool", "apt-get install -y prometheus");
@@ -85,6 +110,21 @@ fn logs_are_one_json_object_per_line_with_span_fields_flattened() {
     let response = app.get("/api/v1/products/", &[("x-user-id", "123")]);
     assert_eq!(response.status, 200);
     let line = app.wait_json(|v| v["message"] == "listed products");
+    let access = app.wait_json(|v| v["target"] == "multiweb_telemetry::http");
+    assert_eq!(access["method"], "GET");
+    assert_eq!(access["path"], "/api/v1/products/");
+    assert_eq!(access["status"], 200);
+    assert_eq!(
+        access["user_id"], "123",
+        "user_id reaches the access log line"
+    );
+    assert!(access["duration"].is_f64());
+    assert!(
+        access["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("GET /api/v1/products/ status=200 duration=0.0")
+    );
     let fields = line.as_object().unwrap();
     assert_eq!(fields["level"], "info");
     assert_eq!(fields["target"], "marketplace");
@@ -106,7 +146,7 @@ fn logs_are_one_json_object_per_line_with_span_fields_flattened() {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .filter(|v: &serde_json::Value| v["user_id"] == "123")
         .collect();
-    assert_eq!(selected.len(), 1);
+    assert_eq!(selected.len(), 2, "the handler's line and the access line");
     for line in app.stdout_lines() {
         let value: serde_json::Value = serde_json::from_str(&line).unwrap();
         let level = value["level"].as_str().unwrap();

@@ -33,7 +33,8 @@ pub const MAX_VALUE_BYTES: usize = 8 * 1024;
 ///
 /// - `timestamp` is RFC 3339 in UTC with microseconds; `level` is lowercase.
 /// - The event's fields and the fields of every enclosing span are written at
-///   the top level. The innermost value wins when names repeat; fields named
+///   the top level (except span fields named `otel.*`, which only steer the
+///   OpenTelemetry bridge). The innermost value wins when names repeat; fields named
 ///   like the fixed keys above are left out.
 /// - Numbers and booleans stay JSON numbers and booleans, so
 ///   `| json | duration > 1.0` compares numerically.
@@ -101,6 +102,10 @@ struct SpanVisitor<'a>(&'a mut SpanFields);
 
 impl SpanVisitor<'_> {
     fn put(&mut self, field: &Field, write: impl FnOnce(&mut Vec<u8>)) {
+        // `otel.*` fields steer the OpenTelemetry bridge; they are not log data.
+        if field.name().starts_with("otel.") {
+            return;
+        }
         let mut json = Vec::with_capacity(16);
         write(&mut json);
         // Only valid UTF-8 is ever written by the encoders below.

@@ -1,0 +1,188 @@
+//! What the layer keeps about one request until its response completes.
+
+use std::sync::Arc;
+
+use http::Uri;
+use tracing::{Level, Span};
+
+use super::labels::METHODS;
+use super::layer::Instance;
+use super::series::RouteSeries;
+
+/// The target of the request spans and access log lines.
+pub(crate) const TARGET: &str = "multiweb_telemetry::http";
+
+/// The name of the request span (its OpenTelemetry name is in `otel.name`).
+pub(crate) const SPAN_NAME: &str = "HTTP request";
+
+/// Where a request's metric series are.
+#[derive(Debug)]
+pub(crate) enum Series {
+    /// Metrics are off.
+    Off,
+    /// The service's own route ([`Instance::route`]).
+    Slot,
+    /// Another route, looked up for this request.
+    Owned(Arc<RouteSeries>),
+}
+
+/// The span and the URI, kept only when the span or the access log is on.
+#[derive(Debug)]
+pub(crate) struct Trace {
+    pub(crate) span: Span,
+    /// The request URI, kept only when the access log is on.
+    pub(crate) uri: Option<Uri>,
+}
+
+/// One request in flight. Finishing it records the metrics and writes the
+/// access log line. Dropping it unfinished finishes it too once a response
+/// exists (a body dropped after or while being sent); before that, a drop
+/// while unwinding from a panic counts as a 500, and any other drop (the
+/// client went away) only takes it out of `http_requests_in_flight`.
+#[derive(Debug)]
+pub(crate) struct RequestState {
+    instance: Arc<Instance>,
+    start: quanta::Instant,
+    series: Series,
+    pub(crate) trace: Option<Box<Trace>>,
+    method: u8,
+    status: u16,
+    finished: bool,
+}
+
+impl RequestState {
+    pub(crate) fn new(
+        instance: Arc<Instance>,
+        start: quanta::Instant,
+        method: usize,
+        series: Series,
+        trace: Option<Box<Trace>>,
+    ) -> Self {
+        let state = Self {
+            instance,
+            start,
+            series,
+            trace,
+            // `METHODS` has 10 entries.
+            method: u8::try_from(method).unwrap_or(u8::MAX),
+            status: 0,
+            finished: false,
+        };
+        if let Some(route) = state.route() {
+            route.start(state.method(), &state.instance.shared.series);
+        }
+        state
+    }
+
+    fn method(&self) -> usize {
+        usize::from(self.method).min(METHODS.len() - 1)
+    }
+
+    fn route(&self) -> Option<&RouteSeries> {
+        match &self.series {
+            Series::Off => None,
+            Series::Slot => self.instance.route.get().map(|route| &**route),
+            Series::Owned(route) => Some(route),
+        }
+    }
+
+    /// Notes the response status on the span.
+    pub(crate) fn respond(&mut self, status: u16) {
+        self.status = status;
+        if let Some(trace) = &self.trace {
+            trace.span.record("http.response.status_code", status);
+            if status >= 500 {
+                trace.span.record("otel.status_code", "ERROR");
+            }
+        }
+    }
+
+    /// Records the finished request with the status already noted.
+    pub(crate) fn finish(&mut self, error: Option<&str>) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        let status = if self.status == 0 { 500 } else { self.status };
+        let seconds = self.start.elapsed().as_secs_f64();
+        if let Some(route) = self.route() {
+            route.record(self.method(), status, seconds, &self.instance.shared.series);
+        }
+        if let Some(Trace {
+            span,
+            uri: Some(uri),
+        }) = self.trace.as_deref()
+        {
+            let levels = &self.instance.shared.settings.levels;
+            let level = match status {
+                500.. => levels[2],
+                400..500 => levels[1],
+                _ => levels[0],
+            };
+            access_log(
+                level,
+                span,
+                METHODS[self.method()],
+                uri.path(),
+                status,
+                seconds,
+                error,
+            );
+        }
+    }
+}
+
+impl Drop for RequestState {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        if self.status != 0 {
+            self.finish(None);
+        } else if std::thread::panicking() {
+            self.respond(500);
+            self.finish(Some("the handler panicked"));
+        } else {
+            // Cancelled before a response (the client went away): the
+            // request is no longer in flight, but it has no status to count.
+            self.finished = true;
+            if let Some(route) = self.route() {
+                route.cancel(self.method(), &self.instance.shared.series);
+            }
+        }
+    }
+}
+
+/// Emits the access log line as a child of the request span.
+fn access_log(
+    level: Level,
+    span: &Span,
+    method: &str,
+    path: &str,
+    status: u16,
+    duration: f64,
+    error: Option<&str>,
+) {
+    macro_rules! emit {
+        ($level:expr) => {
+            tracing::event!(
+                target: TARGET,
+                parent: span,
+                $level,
+                method,
+                path,
+                status,
+                duration,
+                error,
+                "{method} {path} status={status} duration={duration:.3}"
+            )
+        };
+    }
+    match level {
+        Level::ERROR => emit!(Level::ERROR),
+        Level::WARN => emit!(Level::WARN),
+        Level::INFO => emit!(Level::INFO),
+        Level::DEBUG => emit!(Level::DEBUG),
+        Level::TRACE => emit!(Level::TRACE),
+    }
+}

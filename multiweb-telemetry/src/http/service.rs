@@ -1,0 +1,120 @@
+//! [`TelemetryService`]: the middleware service.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::extract::MatchedPath;
+use http::{Request, Response};
+use tracing::field::Empty;
+
+use super::body::ResponseBody;
+use super::future::ResponseFuture;
+use super::labels::{METHODS, UNMATCHED_PATH, method_index};
+use super::layer::Instance;
+use super::request::{RequestState, SPAN_NAME, Series, TARGET, Trace};
+
+/// The service made by [`TelemetryLayer`](super::TelemetryLayer).
+#[derive(Debug, Clone)]
+pub struct TelemetryService<S> {
+    inner: S,
+    instance: Arc<Instance>,
+}
+
+impl<S> TelemetryService<S> {
+    pub(crate) fn new(inner: S, instance: Arc<Instance>) -> Self {
+        Self { inner, instance }
+    }
+}
+
+impl<S, ReqBody, ResBody> tower::Service<Request<ReqBody>> for TelemetryService<S>
+where
+    S: tower::Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Error: std::fmt::Display,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let instance = &self.instance;
+        let settings = &instance.shared.settings;
+        if settings.excluded.iter().any(|p| p == request.uri().path()) {
+            return ResponseFuture::new(self.inner.call(request), None);
+        }
+        let start = quanta::Instant::now();
+        let method = method_index(request.method());
+        let route: Option<Cow<'_, str>> = match &settings.classifier {
+            Some(classify) => classify(request.method(), request.uri()),
+            None => request
+                .extensions()
+                .get::<MatchedPath>()
+                .map(|matched| Cow::Borrowed(matched.as_str())),
+        };
+
+        let series = if settings.metrics {
+            let path = route.as_deref().unwrap_or(UNMATCHED_PATH);
+            match instance.route.get() {
+                Some(own) if own.path() == path => Series::Slot,
+                Some(_) => Series::Owned(instance.shared.series.route(path)),
+                None => {
+                    let found = instance.shared.series.route(path);
+                    let own = instance.route.get_or_init(|| Arc::clone(&found));
+                    if Arc::ptr_eq(own, &found) {
+                        Series::Slot
+                    } else {
+                        Series::Owned(found)
+                    }
+                }
+            }
+        } else {
+            Series::Off
+        };
+
+        let trace = (settings.span || settings.access_log).then(|| {
+            let span = if settings.span {
+                request_span(method, route.as_deref(), request.uri().path())
+            } else {
+                tracing::Span::none()
+            };
+            let uri = settings.access_log.then(|| request.uri().clone());
+            Box::new(Trace { span, uri })
+        });
+
+        drop(route);
+        let state = RequestState::new(Arc::clone(instance), start, method, series, trace);
+        let future = {
+            let _entered = state.trace.as_ref().map(|trace| trace.span.enter());
+            self.inner.call(request)
+        };
+        ResponseFuture::new(future, Some(state))
+    }
+}
+
+/// The SERVER span of one request.
+fn request_span(method: usize, route: Option<&str>, path: &str) -> tracing::Span {
+    let method_label = METHODS[method];
+    let span = tracing::info_span!(
+        target: TARGET,
+        SPAN_NAME,
+        otel.name = Empty,
+        otel.kind = "server",
+        otel.status_code = Empty,
+        http.request.method = method_label,
+        http.route = route,
+        url.path = path,
+        http.response.status_code = Empty,
+        user_id = Empty,
+    );
+    if !span.is_disabled() {
+        match route {
+            Some(route) => span.record("otel.name", format_args!("{method_label} {route}")),
+            None => span.record("otel.name", method_label),
+        };
+    }
+    span
+}
