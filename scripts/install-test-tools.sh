@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs, skipping what is already there.
-# Debian/Ubuntu: Prometheus and promtool from apt.
+# Installs what the test suite needs, skipping what is already there:
+# - Prometheus and promtool, from Debian's packages;
+# - rotel, a real OTLP collector, from PyPI into ./.venv (the tests look for
+#   .venv/lib/python*/site-packages/rotel/rotel-agent, or $ROTEL_AGENT).
 set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROTEL_VERSION="0.0.1a15"
 
 need_apt=()
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
@@ -19,5 +24,12 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
     $(printf '%s\n' "${need_apt[@]}" | sort -u) >/dev/null
 fi
-
 echo "install-test-tools: promtool $(promtool --version 2>&1 | head -n1 | awk '{print $3}')"
+
+rotel_agent() { ls .venv/lib/python*/site-packages/rotel/rotel-agent 2>/dev/null | head -n1; }
+if [ -z "${ROTEL_AGENT:-}" ] && [ -z "$(rotel_agent)" ]; then
+  echo "install-test-tools: installing rotel==$ROTEL_VERSION into .venv"
+  [ -x .venv/bin/pip ] || python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check --pre "rotel==$ROTEL_VERSION"
+fi
+echo "install-test-tools: rotel-agent at ${ROTEL_AGENT:-$(rotel_agent)}"

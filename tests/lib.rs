@@ -57,6 +57,34 @@ pub fn require_tool(tool: &str, install: &str) -> PathBuf {
     })
 }
 
+/// Every variable the crate reads; the tests set the ones they need.
+const CRATE_VARIABLES: [&str; 14] = [
+    "RUST_LOG",
+    "MULTIWEB_METRICS_ADDR",
+    "MULTIWEB_LOG_FORMAT",
+    "MULTIWEB_TRACES_KEEP_ERRORS",
+    "OTEL_SERVICE_NAME",
+    "OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_SDK_DISABLED",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+];
+
+/// Removes the crate's variables inherited from the test's environment,
+/// except those in `keep`.
+fn clean_env(command: &mut Command, keep: &[(&str, &str)]) {
+    for name in CRATE_VARIABLES {
+        if !keep.iter().any(|(k, _)| *k == name) {
+            command.env_remove(name);
+        }
+    }
+}
+
 /// Lines a child process wrote, shared with the thread that reads them.
 #[derive(Default)]
 struct Lines {
@@ -130,13 +158,11 @@ pub fn start_marketplace(args: &[&str], env: &[(&str, &str)]) -> App {
     command
         .args(["--listen", "127.0.0.1:0"])
         .args(args)
-        .env_remove("RUST_LOG")
-        .env_remove("MULTIWEB_METRICS_ADDR")
-        .env_remove("MULTIWEB_LOG_FORMAT")
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    clean_env(&mut command, env);
     let mut child = command.spawn().expect("spawn the marketplace example");
     let stdout = pump(child.stdout.take().expect("stdout"));
     let stderr = pump(child.stderr.take().expect("stderr"));
@@ -249,11 +275,9 @@ pub fn run_marketplace_to_exit(args: &[&str], env: &[(&str, &str)]) -> std::proc
     let mut command = Command::new(example_path("marketplace"));
     command
         .args(args)
-        .env_remove("RUST_LOG")
-        .env_remove("MULTIWEB_METRICS_ADDR")
-        .env_remove("MULTIWEB_LOG_FORMAT")
         .envs(env.iter().copied())
         .stdin(Stdio::null());
+    clean_env(&mut command, env);
     let child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -371,4 +395,256 @@ fn decode_chunked(mut body: &str) -> String {
         body = rest[size..].trim_start_matches("\r\n");
     }
     out
+}
+
+/// Path of the `rotel-agent` binary: `$ROTEL_AGENT`, or the one
+/// `scripts/install-test-tools.sh` installs into `.venv`.
+///
+/// # Panics
+///
+/// When it is not installed.
+pub fn rotel_agent() -> PathBuf {
+    if let Some(path) = std::env::var_os("ROTEL_AGENT") {
+        return PathBuf::from(path);
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf();
+    let found = std::fs::read_dir(root.join(".venv/lib"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|python| python.path().join("site-packages/rotel/rotel-agent"))
+        .find(|candidate| candidate.is_file());
+    found.unwrap_or_else(|| {
+        panic!(
+            "rotel-agent (the OTLP collector these tests need) was not found; install it with \
+             `python3 -m venv .venv && .venv/bin/pip install --pre rotel==0.0.1a15` \
+             (scripts/install-test-tools.sh does this) or set ROTEL_AGENT"
+        )
+    })
+}
+
+/// A free port on 127.0.0.1 (free when this returns).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A span as the collector printed it.
+#[derive(Debug, Clone, Default)]
+pub struct ExportedSpan {
+    /// Lowercase hex trace id.
+    pub trace_id: String,
+    /// Lowercase hex parent span id; empty for a root.
+    pub parent_id: String,
+    /// Lowercase hex span id.
+    pub span_id: String,
+    /// Span name.
+    pub name: String,
+    /// `SPAN_KIND_SERVER`, `SPAN_KIND_INTERNAL`, …
+    pub kind: String,
+    /// `STATUS_CODE_UNSET`, `STATUS_CODE_ERROR`, …
+    pub status: String,
+    /// Attributes as `(key, printed value)`, e.g. `("http.route", "Str(/x)")`.
+    pub attributes: Vec<(String, String)>,
+    /// The resource's attributes.
+    pub resource: Vec<(String, String)>,
+}
+
+impl ExportedSpan {
+    /// The printed value of attribute `key`.
+    pub fn attribute(&self, key: &str) -> Option<&str> {
+        self.attributes
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The printed value of resource attribute `key`.
+    pub fn resource_attribute(&self, key: &str) -> Option<&str> {
+        self.resource
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Parses rotel's `--debug-log traces --debug-log-verbosity detailed` output.
+pub fn parse_rotel_spans(lines: &[String]) -> Vec<ExportedSpan> {
+    #[derive(PartialEq)]
+    enum Section {
+        Other,
+        Resource,
+        Attributes,
+    }
+    let mut spans = Vec::new();
+    let mut resource: Vec<(String, String)> = Vec::new();
+    let mut current: Option<ExportedSpan> = None;
+    let mut section = Section::Other;
+    for raw in lines {
+        let line = strip_ansi(raw);
+        let trimmed = line.trim();
+        if trimmed.starts_with("ResourceSpans #") {
+            spans.extend(current.take());
+            resource.clear();
+            section = Section::Other;
+        } else if trimmed == "Resource attributes:" {
+            section = Section::Resource;
+        } else if trimmed.starts_with("Span #") {
+            spans.extend(current.take());
+            current = Some(ExportedSpan {
+                resource: resource.clone(),
+                ..ExportedSpan::default()
+            });
+            section = Section::Other;
+        } else if trimmed == "Attributes:" {
+            section = Section::Attributes;
+        } else if trimmed.starts_with("Events:") || trimmed.starts_with("ScopeSpans") {
+            section = Section::Other;
+        } else if let Some(kv) = trimmed.strip_prefix("-> ") {
+            let Some((key, value)) = kv.split_once(": ") else {
+                continue;
+            };
+            let pair = (key.to_owned(), value.to_owned());
+            match (&section, current.as_mut()) {
+                (Section::Resource, _) => resource.push(pair),
+                (Section::Attributes, Some(span)) => span.attributes.push(pair),
+                _ => {}
+            }
+        } else if let (Some(span), Some((key, value))) = (current.as_mut(), trimmed.split_once(':'))
+        {
+            let value = value.trim().to_owned();
+            match key.trim() {
+                "Trace ID" => span.trace_id = value,
+                "Parent ID" => span.parent_id = value,
+                "ID" => span.span_id = value,
+                "Name" => span.name = value,
+                "Kind" => span.kind = value,
+                "Status code" => span.status = value,
+                _ => {}
+            }
+        }
+    }
+    spans.extend(current);
+    spans
+}
+
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A running rotel collector on 127.0.0.1, killed when dropped.
+pub struct Collector {
+    child: Child,
+    output: Arc<Lines>,
+    /// The OTLP/gRPC address.
+    pub grpc: SocketAddr,
+    /// The OTLP/HTTP address.
+    pub http: SocketAddr,
+}
+
+impl std::fmt::Debug for Collector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Collector")
+            .field("grpc", &self.grpc)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Collector {
+    /// Starts rotel on two free ports and waits until it accepts connections.
+    pub fn start() -> Self {
+        let grpc = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        Self::start_on(grpc, http)
+    }
+
+    /// Starts rotel on the given addresses (to restart one on the same ports).
+    pub fn start_on(grpc: SocketAddr, http: SocketAddr) -> Self {
+        let mut child = Command::new(rotel_agent())
+            .args(["start", "--otlp-grpc-endpoint"])
+            .arg(grpc.to_string())
+            .arg("--otlp-http-endpoint")
+            .arg(http.to_string())
+            .args([
+                "--exporter",
+                "blackhole",
+                "--debug-log",
+                "traces",
+                "--debug-log-verbosity",
+                "detailed",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start rotel-agent");
+        let output = pump(child.stdout.take().expect("rotel stdout"));
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        while TcpStream::connect(grpc).is_err() || TcpStream::connect(http).is_err() {
+            assert!(Instant::now() < deadline, "rotel did not start listening");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child,
+            output,
+            grpc,
+            http,
+        }
+    }
+
+    /// Every span received so far.
+    pub fn spans(&self) -> Vec<ExportedSpan> {
+        parse_rotel_spans(&self.output.received.lock().unwrap())
+    }
+
+    /// Waits (bounded) until `done` accepts the spans received, and returns them.
+    ///
+    /// # Panics
+    ///
+    /// When that does not happen within [`STARTUP_TIMEOUT`].
+    pub fn wait_for(&self, mut done: impl FnMut(&[ExportedSpan]) -> bool) -> Vec<ExportedSpan> {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            let spans = self.spans();
+            if done(&spans) {
+                return spans;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the collector did not receive the expected spans; it has:\n{spans:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the collector now.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -9,7 +9,8 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use axum::http::HeaderMap;
+use axum::extract::Query;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
@@ -69,6 +70,28 @@ async fn list_products(headers: HeaderMap) -> Json<Vec<Product>> {
     Json(products)
 }
 
+/// `GET /api/v1/debug/error`: always 500, so the error panels and the
+/// `HighErrorRate` alert can be seen moving.
+async fn debug_error() -> (StatusCode, Json<serde_json::Value>) {
+    tracing::error!(error = "simulated failure", "debug error endpoint called");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Json(serde_json::json!({ "error": "simulated failure" })),
+    )
+}
+
+#[derive(serde::Deserialize)]
+struct SlowParams {
+    ms: Option<u64>,
+}
+
+/// `GET /api/v1/debug/slow?ms=N`: answers after N milliseconds (at most 30 s).
+async fn debug_slow(Query(params): Query<SlowParams>) -> Json<serde_json::Value> {
+    let ms = params.ms.unwrap_or(1_000).min(30_000);
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    Json(serde_json::json!({ "slept_ms": ms }))
+}
+
 fn report(err: &dyn std::error::Error) {
     eprintln!("error: {err}");
     let mut source = err.source();
@@ -87,7 +110,10 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let telemetry = match multiweb_telemetry::init() {
+    let telemetry = match multiweb_telemetry::Telemetry::builder()
+        .service_version(env!("CARGO_PKG_VERSION"))
+        .try_init()
+    {
         Ok(telemetry) => telemetry,
         Err(err) => {
             report(&err);
@@ -97,6 +123,8 @@ async fn main() -> ExitCode {
 
     let app = Router::new()
         .route("/api/v1/products/", get(list_products))
+        .route("/api/v1/debug/error", get(debug_error))
+        .route("/api/v1/debug/slow", get(debug_slow))
         .route_service("/metrics", telemetry.metrics_service())
         .layer(multiweb_telemetry::http::layer());
 
@@ -108,13 +136,14 @@ async fn main() -> ExitCode {
         }
     };
     let addr = listener.local_addr().unwrap_or(args.listen);
+    let shutdown = shutdown_signal();
     tracing::info!(
         addr = %addr,
         metrics_addr = telemetry.metrics_addr().map(tracing::field::display),
         "marketplace listening"
     );
     let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(shutdown)
         .await;
     let code = match served {
         Ok(()) => ExitCode::SUCCESS,
@@ -128,23 +157,27 @@ async fn main() -> ExitCode {
     code
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on Ctrl-C or SIGTERM. The handlers are registered when this is
+/// called, so a signal sent right after start-up is not missed.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    let ctrl_c = tokio::signal::ctrl_c();
+    async move {
+        #[cfg(unix)]
+        let terminate = async {
+            match terminate {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        #[cfg(not(unix))]
+        let terminate = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {}
+            () = terminate => {}
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
     }
 }

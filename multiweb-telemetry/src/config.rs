@@ -25,6 +25,45 @@ pub(crate) mod vars {
     pub(crate) const RUST_LOG: &str = "RUST_LOG";
     pub(crate) const MULTIWEB_METRICS_ADDR: &str = "MULTIWEB_METRICS_ADDR";
     pub(crate) const MULTIWEB_LOG_FORMAT: &str = "MULTIWEB_LOG_FORMAT";
+    pub(crate) const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+    pub(crate) const OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: &str =
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
+    pub(crate) const OTEL_EXPORTER_OTLP_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_PROTOCOL";
+    pub(crate) const OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: &str =
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL";
+    pub(crate) const OTEL_TRACES_SAMPLER: &str = "OTEL_TRACES_SAMPLER";
+    pub(crate) const OTEL_TRACES_SAMPLER_ARG: &str = "OTEL_TRACES_SAMPLER_ARG";
+    pub(crate) const MULTIWEB_TRACES_KEEP_ERRORS: &str = "MULTIWEB_TRACES_KEEP_ERRORS";
+}
+
+/// The OTLP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OtlpProtocol {
+    /// OTLP over gRPC, usually port 4317 (`grpc`).
+    Grpc,
+    /// OTLP over HTTP with protobuf bodies, usually port 4318 (`http/protobuf`).
+    HttpProtobuf,
+}
+
+/// The standard samplers of `OTEL_TRACES_SAMPLER`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum TraceSampler {
+    /// Keep every trace (`always_on`).
+    AlwaysOn,
+    /// Keep no trace (`always_off`).
+    AlwaysOff,
+    /// Keep this fraction of traces, decided from the trace id (`traceidratio`).
+    TraceIdRatio(f64),
+    /// Follow the parent's sampled flag; for root spans keep every trace
+    /// (`parentbased_always_on`, the specification's default).
+    ParentBasedAlwaysOn,
+    /// Follow the parent's sampled flag; for root spans keep none (`parentbased_always_off`).
+    ParentBasedAlwaysOff,
+    /// Follow the parent's sampled flag; for root spans keep this fraction
+    /// (`parentbased_traceidratio`).
+    ParentBasedTraceIdRatio(f64),
 }
 
 /// How log lines are written to stdout.
@@ -56,6 +95,10 @@ pub enum LogFormat {
 /// | [`log_filter`](Self::log_filter) | `RUST_LOG` | `info` |
 /// | [`log_format`](Self::log_format) | `MULTIWEB_LOG_FORMAT` (`json` or `pretty`) | `json` |
 /// | [`metrics_addr`](Self::metrics_addr) | `MULTIWEB_METRICS_ADDR` | no standalone listener |
+/// | [`otlp_endpoint`](Self::otlp_endpoint) | `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `OTEL_EXPORTER_OTLP_ENDPOINT` | none: spans are not exported |
+/// | [`otlp_protocol`](Self::otlp_protocol) | `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, `OTEL_EXPORTER_OTLP_PROTOCOL` (`grpc` or `http/protobuf`) | `http/protobuf` |
+/// | [`sampler`](Self::sampler) | `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG` | `parentbased_always_on` |
+/// | [`keep_error_traces`](Self::keep_error_traces) | `MULTIWEB_TRACES_KEEP_ERRORS` | `true` |
 ///
 /// An empty environment variable counts as unset, as the OpenTelemetry
 /// specification asks.
@@ -63,7 +106,6 @@ pub enum LogFormat {
 #[must_use = "a builder does nothing until `try_init` is called"]
 pub struct TelemetryBuilder {
     pub(crate) service_name: Option<String>,
-    #[allow(dead_code, reason = "read by the trace exporter")]
     pub(crate) resource_attributes: Vec<(String, String)>,
     pub(crate) disabled: Option<bool>,
     pub(crate) log_filter: Option<String>,
@@ -74,6 +116,12 @@ pub struct TelemetryBuilder {
     pub(crate) buckets_for: Vec<(String, Vec<f64>)>,
     pub(crate) process_metrics: Option<bool>,
     pub(crate) log_writer: Option<crate::log::LogSink>,
+    pub(crate) service_version: Option<String>,
+    pub(crate) otlp_endpoint: Option<String>,
+    pub(crate) otlp_protocol: Option<OtlpProtocol>,
+    pub(crate) sampler: Option<TraceSampler>,
+    pub(crate) keep_error_traces: Option<bool>,
+    pub(crate) span_queue_size: Option<usize>,
 }
 
 impl fmt::Debug for TelemetryBuilder {
@@ -90,6 +138,12 @@ impl fmt::Debug for TelemetryBuilder {
             .field("buckets_for", &self.buckets_for)
             .field("process_metrics", &self.process_metrics)
             .field("log_writer", &self.log_writer.as_ref().map(|_| "custom"))
+            .field("service_version", &self.service_version)
+            .field("otlp_endpoint", &self.otlp_endpoint)
+            .field("otlp_protocol", &self.otlp_protocol)
+            .field("sampler", &self.sampler)
+            .field("keep_error_traces", &self.keep_error_traces)
+            .field("span_queue_size", &self.span_queue_size)
             .finish()
     }
 }
@@ -180,6 +234,62 @@ impl TelemetryBuilder {
         self
     }
 
+    /// The service version, reported as `service.version`. Defaults to none
+    /// (or `service.version` from `OTEL_RESOURCE_ATTRIBUTES`).
+    pub fn service_version(mut self, version: impl Into<String>) -> Self {
+        self.service_version = Some(version.into());
+        self
+    }
+
+    /// Where spans are exported: the collector's base URL, such as
+    /// `http://tempo:4317` for gRPC or `http://tempo:4318` for HTTP (where
+    /// `/v1/traces` is appended).
+    ///
+    /// Overrides `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` and
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`. Defaults to none: without an endpoint
+    /// spans are not exported, but trace and span ids still appear in logs.
+    pub fn otlp_endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.otlp_endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// The OTLP transport. Overrides `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` and
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL`. Defaults to [`OtlpProtocol::HttpProtobuf`],
+    /// as the OpenTelemetry specification says.
+    pub fn otlp_protocol(mut self, protocol: OtlpProtocol) -> Self {
+        self.otlp_protocol = Some(protocol);
+        self
+    }
+
+    /// Which traces are kept. Overrides `OTEL_TRACES_SAMPLER` and
+    /// `OTEL_TRACES_SAMPLER_ARG`. Defaults to
+    /// [`TraceSampler::ParentBasedAlwaysOn`]; with only
+    /// `OTEL_TRACES_SAMPLER_ARG` set, to
+    /// [`TraceSampler::ParentBasedTraceIdRatio`] with that ratio.
+    pub fn sampler(mut self, sampler: TraceSampler) -> Self {
+        self.sampler = Some(sampler);
+        self
+    }
+
+    /// Whether a trace that a ratio sampler would drop is kept anyway when
+    /// one of its spans ends with an error status (a 5xx response), as the
+    /// guide's sampling strategy asks. A remote parent's "not sampled" flag
+    /// is still respected. See [`trace`](crate::trace) for the memory it holds.
+    ///
+    /// Overrides `MULTIWEB_TRACES_KEEP_ERRORS`. Defaults to `true`.
+    pub fn keep_error_traces(mut self, keep: bool) -> Self {
+        self.keep_error_traces = Some(keep);
+        self
+    }
+
+    /// How many finished spans may wait for export before new ones are
+    /// dropped (and counted in `multiweb_telemetry_spans_dropped_total`).
+    /// Defaults to 2048.
+    pub fn span_queue_size(mut self, spans: usize) -> Self {
+        self.span_queue_size = Some(spans);
+        self
+    }
+
     /// Whether the standard `process_*` metrics are exported. Defaults to `true`.
     pub fn process_metrics(mut self, enabled: bool) -> Self {
         self.process_metrics = Some(enabled);
@@ -246,7 +356,11 @@ impl TelemetryBuilder {
             });
         }
 
+        let traces = self.resolve_traces(&env, disabled)?;
+
         Ok(Config {
+            traces,
+            service_version: self.service_version.clone(),
             service_name,
             resource_attributes,
             disabled,
@@ -256,6 +370,106 @@ impl TelemetryBuilder {
             log_buffer_lines,
             buckets: self.resolve_buckets()?,
             process_metrics: self.process_metrics.unwrap_or(true),
+        })
+    }
+
+    fn resolve_traces(&self, env: &Env<'_>, disabled: bool) -> Result<TraceConfig, Error> {
+        let endpoint = |name| env.parse(name, parse_endpoint);
+        let endpoint_set = if let Some(url) = &self.otlp_endpoint {
+            parse_endpoint(url).map_err(|(reason, _)| Error::InvalidSetting {
+                setting: format!("otlp_endpoint({url:?})"),
+                reason,
+            })?;
+            true
+        } else {
+            let traces = endpoint(vars::OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)?;
+            let general = endpoint(vars::OTEL_EXPORTER_OTLP_ENDPOINT)?;
+            traces.is_some() || general.is_some()
+        };
+        let protocol = if let Some(protocol) = self.otlp_protocol {
+            protocol
+        } else {
+            {
+                let parse = |raw: &str| match raw.trim() {
+                    "grpc" => Ok(OtlpProtocol::Grpc),
+                    "http/protobuf" => Ok(OtlpProtocol::HttpProtobuf),
+                    _ => Err(("`grpc` or `http/protobuf`", None)),
+                };
+                match env.parse(vars::OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, parse)? {
+                    Some(protocol) => protocol,
+                    None => env
+                        .parse(vars::OTEL_EXPORTER_OTLP_PROTOCOL, parse)?
+                        .unwrap_or(OtlpProtocol::HttpProtobuf),
+                }
+            }
+        };
+        let sampler = if let Some(sampler) = self.sampler {
+            sampler
+        } else {
+            {
+                let arg = env.parse(vars::OTEL_TRACES_SAMPLER_ARG, |raw| {
+                    match raw.trim().parse::<f64>() {
+                        Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(ratio),
+                        _ => Err(("a ratio from 0 to 1, such as `0.05`", None)),
+                    }
+                })?;
+                let sampler = env.parse(vars::OTEL_TRACES_SAMPLER, |raw| {
+                    let ratio = arg.unwrap_or(1.0);
+                    match raw.trim() {
+                        "always_on" => Ok(TraceSampler::AlwaysOn),
+                        "always_off" => Ok(TraceSampler::AlwaysOff),
+                        "traceidratio" => Ok(TraceSampler::TraceIdRatio(ratio)),
+                        "parentbased_always_on" => Ok(TraceSampler::ParentBasedAlwaysOn),
+                        "parentbased_always_off" => Ok(TraceSampler::ParentBasedAlwaysOff),
+                        "parentbased_traceidratio" => {
+                            Ok(TraceSampler::ParentBasedTraceIdRatio(ratio))
+                        }
+                        _ => Err((
+                            "one of `always_on`, `always_off`, `traceidratio`, \
+                             `parentbased_always_on`, `parentbased_always_off`, \
+                             `parentbased_traceidratio`",
+                            None,
+                        )),
+                    }
+                })?;
+                match (sampler, arg) {
+                    (Some(sampler), _) => sampler,
+                    (None, Some(ratio)) => TraceSampler::ParentBasedTraceIdRatio(ratio),
+                    (None, None) => TraceSampler::ParentBasedAlwaysOn,
+                }
+            }
+        };
+        if let TraceSampler::TraceIdRatio(ratio) | TraceSampler::ParentBasedTraceIdRatio(ratio) =
+            sampler
+            && !(0.0..=1.0).contains(&ratio)
+        {
+            return Err(Error::InvalidSetting {
+                setting: format!("sampler({sampler:?})"),
+                reason: "the ratio must be from 0 to 1",
+            });
+        }
+        let keep_errors = match self.keep_error_traces {
+            Some(keep) => keep,
+            None => env
+                .parse(vars::MULTIWEB_TRACES_KEEP_ERRORS, |raw| {
+                    parse_bool(raw).ok_or(("`true` or `false`", None))
+                })?
+                .unwrap_or(true),
+        };
+        let queue_size = self.span_queue_size.unwrap_or(2048);
+        if queue_size == 0 {
+            return Err(Error::InvalidSetting {
+                setting: "span_queue_size(0)".to_owned(),
+                reason: "the queue must hold at least one span",
+            });
+        }
+        Ok(TraceConfig {
+            export: endpoint_set && !disabled,
+            endpoint: self.otlp_endpoint.clone(),
+            protocol,
+            sampler,
+            keep_errors,
+            queue_size,
         })
     }
 
@@ -346,13 +560,30 @@ impl Env<'_> {
     }
 }
 
+/// Trace settings, resolved.
+#[derive(Debug, Clone)]
+pub(crate) struct TraceConfig {
+    /// Whether spans are exported at all.
+    pub(crate) export: bool,
+    /// The endpoint set in code; otherwise the exporter reads the standard variables.
+    pub(crate) endpoint: Option<String>,
+    pub(crate) protocol: OtlpProtocol,
+    pub(crate) sampler: TraceSampler,
+    pub(crate) keep_errors: bool,
+    pub(crate) queue_size: usize,
+}
+
 /// Every setting, resolved.
 #[derive(Debug)]
 pub(crate) struct Config {
+    pub(crate) traces: TraceConfig,
+    pub(crate) service_version: Option<String>,
     pub(crate) service_name: String,
-    #[allow(dead_code, reason = "read by the trace exporter")]
     pub(crate) resource_attributes: Vec<(String, String)>,
-    #[allow(dead_code, reason = "read by the trace exporter")]
+    #[allow(
+        dead_code,
+        reason = "folded into `traces.export`; kept for diagnostics"
+    )]
     pub(crate) disabled: bool,
     pub(crate) log_filter: tracing_subscriber::EnvFilter,
     pub(crate) log_format: LogFormat,
@@ -395,6 +626,18 @@ fn checked_buckets(setting: &str, bounds: &[f64]) -> Result<Vec<f64>, Error> {
         return Err(invalid("bucket bounds must be strictly increasing"));
     }
     Ok(bounds.to_vec())
+}
+
+/// Checks that an OTLP endpoint is an `http` or `https` URL with a host.
+fn parse_endpoint(raw: &str) -> Result<(), Rejection> {
+    const EXPECTED: &str = "an http:// or https:// URL such as `http://tempo:4317`";
+    match raw.trim().parse::<http::Uri>() {
+        Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() => {
+            Ok(())
+        }
+        Ok(_) => Err((EXPECTED, None)),
+        Err(err) => Err((EXPECTED, Some(Box::new(err)))),
+    }
 }
 
 fn parse_bool(raw: &str) -> Option<bool> {
@@ -608,6 +851,71 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    #[test]
+    fn trace_settings_follow_the_standard_variables() {
+        let config = resolve(&TelemetryBuilder::default(), &[]).unwrap();
+        assert!(!config.traces.export, "no endpoint, no export");
+        assert_eq!(config.traces.sampler, TraceSampler::ParentBasedAlwaysOn);
+        assert_eq!(config.traces.protocol, OtlpProtocol::HttpProtobuf);
+        assert!(config.traces.keep_errors);
+
+        let config = resolve(
+            &TelemetryBuilder::default(),
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://tempo:4317"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+                ("OTEL_TRACES_SAMPLER_ARG", "0.05"),
+            ],
+        )
+        .unwrap();
+        assert!(config.traces.export);
+        assert_eq!(config.traces.protocol, OtlpProtocol::Grpc);
+        assert_eq!(
+            config.traces.sampler,
+            TraceSampler::ParentBasedTraceIdRatio(0.05)
+        );
+
+        let config = resolve(
+            &TelemetryBuilder::default(),
+            &[
+                (
+                    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                    "http://tempo:4318/v1/traces",
+                ),
+                ("OTEL_SDK_DISABLED", "true"),
+                ("OTEL_TRACES_SAMPLER", "traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "0.1"),
+                ("MULTIWEB_TRACES_KEEP_ERRORS", "false"),
+            ],
+        )
+        .unwrap();
+        assert!(!config.traces.export, "OTEL_SDK_DISABLED turns export off");
+        assert_eq!(config.traces.sampler, TraceSampler::TraceIdRatio(0.1));
+        assert!(!config.traces.keep_errors);
+    }
+
+    #[test]
+    fn bad_trace_variables_name_themselves() {
+        for (name, value) in [
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "udp"),
+            ("OTEL_TRACES_SAMPLER", "sometimes"),
+            ("OTEL_TRACES_SAMPLER_ARG", "1.5"),
+            ("OTEL_TRACES_SAMPLER_ARG", "ten percent"),
+            ("MULTIWEB_TRACES_KEEP_ERRORS", "maybe"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "tempo:4317"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://"),
+        ] {
+            let message = env_error(name, value);
+            assert!(
+                message.starts_with(&format!(
+                    "invalid value {value:?} for environment variable {name}"
+                )),
+                "{message}"
+            );
+        }
     }
 
     #[test]

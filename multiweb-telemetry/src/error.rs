@@ -59,6 +59,15 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The OTLP span exporter could not be built (for example, an endpoint
+    /// that is not a valid URL).
+    #[error("could not build the OTLP span exporter")]
+    Exporter {
+        /// The exporter's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     /// Another crate already installed a global `metrics` recorder.
     #[error("a global `metrics` recorder is already installed by someone else")]
     RecorderAlreadySet,

@@ -16,6 +16,7 @@ use crate::metrics::{Exporter, MetricsService, Upkeep};
 ///
 /// Dropping it (or calling [`shutdown`](Self::shutdown)):
 ///
+/// - exports the finished spans still queued, waiting at most 5 seconds;
 /// - writes out the log lines still buffered, waiting at most about a second;
 /// - stops the standalone metrics listener and the upkeep thread.
 ///
@@ -27,6 +28,7 @@ use crate::metrics::{Exporter, MetricsService, Upkeep};
 #[must_use = "dropping the guard flushes and shuts telemetry down"]
 pub struct TelemetryGuard {
     pub(crate) exporter: Arc<Exporter>,
+    pub(crate) tracer_provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
     pub(crate) log_worker: Option<WorkerGuard>,
     pub(crate) listener: Option<RunningListener>,
     pub(crate) upkeep: Option<Upkeep>,
@@ -65,6 +67,13 @@ impl TelemetryGuard {
     }
 
     fn shutdown_in_place(&mut self) {
+        if let Some(provider) = self.tracer_provider.take() {
+            // Exports the finished spans still queued, on the exporter's own
+            // thread: no runtime of the application is needed or blocked on.
+            if let Err(err) = provider.shutdown_with_timeout(crate::trace::SHUTDOWN_TIMEOUT) {
+                tracing::warn!(error = %err, "spans may have been lost at shutdown");
+            }
+        }
         self.listener.take();
         self.upkeep.take();
         // Dropping the worker guard flushes buffered lines with a time limit.

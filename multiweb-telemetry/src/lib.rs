@@ -52,10 +52,14 @@ pub mod http;
 pub mod log;
 pub mod metrics;
 pub mod testing;
+pub mod trace;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-pub use config::{DEFAULT_BUCKETS, DEFAULT_LOG_BUFFER_LINES, LogFormat, TelemetryBuilder};
+pub use config::{
+    DEFAULT_BUCKETS, DEFAULT_LOG_BUFFER_LINES, LogFormat, OtlpProtocol, TelemetryBuilder,
+    TraceSampler,
+};
 pub use error::Error;
 pub use guard::TelemetryGuard;
 
@@ -111,9 +115,11 @@ impl TelemetryBuilder {
             }
         };
 
-        let logs = log::install(&config, self.log_writer.take())?;
+        let logs = log::writer(&config, self.log_writer.take());
         let (exporter, upkeep) =
             crate::metrics::install(recorder, config.process_metrics, Some(logs.dropped.clone()))?;
+        let traces = trace::install(&config)?;
+        log::install(&config, &logs, traces.tracer)?;
         let listener = listener
             .map(|listener| {
                 listener.start(crate::metrics::MetricsService::with_exporter(
@@ -128,6 +134,7 @@ impl TelemetryBuilder {
         );
         Ok(TelemetryGuard {
             exporter,
+            tracer_provider: Some(traces.provider),
             log_worker: Some(logs.worker),
             listener,
             upkeep: Some(upkeep),

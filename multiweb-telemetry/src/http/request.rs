@@ -90,7 +90,10 @@ impl RequestState {
     pub(crate) fn respond(&mut self, status: u16) {
         self.status = status;
         if let Some(trace) = &self.trace {
-            trace.span.record("http.response.status_code", status);
+            // As i64: the OpenTelemetry bridge exports u64 values as strings.
+            trace
+                .span
+                .record("http.response.status_code", i64::from(status));
             if status >= 500 {
                 trace.span.record("otel.status_code", "ERROR");
             }
@@ -124,7 +127,7 @@ impl RequestState {
                 span,
                 METHODS[self.method()],
                 uri.path(),
-                status,
+                i64::from(status),
                 seconds,
                 error,
             );
@@ -159,7 +162,7 @@ fn access_log(
     span: &Span,
     method: &str,
     path: &str,
-    status: u16,
+    status: i64,
     duration: f64,
     error: Option<&str>,
 ) {

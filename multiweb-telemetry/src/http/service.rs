@@ -77,7 +77,9 @@ where
 
         let trace = (settings.span || settings.access_log).then(|| {
             let span = if settings.span {
-                request_span(method, route.as_deref(), request.uri().path())
+                let span = request_span(method, route.as_deref(), request.uri().path());
+                crate::trace::continue_trace(&span, request.headers());
+                span
             } else {
                 tracing::Span::none()
             };

@@ -3,11 +3,13 @@
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
 use std::io::{self, Write as _};
+use std::sync::OnceLock;
 use std::time::SystemTime;
 
+use tracing_core::dispatcher::WeakDispatch;
 use tracing_core::field::{Field, Visit};
 use tracing_core::span::{Attributes, Id, Record};
-use tracing_core::{Event, Level, Subscriber};
+use tracing_core::{Dispatch, Event, Level, Subscriber};
 use tracing_subscriber::Layer;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::Context;
@@ -16,7 +18,14 @@ use tracing_subscriber::registry::LookupSpan;
 use super::timestamp::write_rfc3339;
 
 /// Keys the formatter writes itself; span or event fields with these names are left out.
-const RESERVED: [&str; 5] = ["timestamp", "level", "message", "target", "span_id"];
+const RESERVED: [&str; 6] = [
+    "timestamp",
+    "level",
+    "message",
+    "target",
+    "trace_id",
+    "span_id",
+];
 
 /// Longest string value written, in bytes; longer values are cut at a
 /// character boundary and end with `…`.
@@ -36,6 +45,9 @@ pub const MAX_VALUE_BYTES: usize = 8 * 1024;
 ///   the top level (except span fields named `otel.*`, which only steer the
 ///   OpenTelemetry bridge). The innermost value wins when names repeat; fields named
 ///   like the fixed keys above are left out.
+/// - Inside a span bridged to OpenTelemetry (as [`init`](crate::init) sets
+///   up), `trace_id` and `span_id` are the ids the collector receives, as
+///   lowercase hex.
 /// - Numbers and booleans stay JSON numbers and booleans, so
 ///   `| json | duration > 1.0` compares numerically.
 /// - String values longer than [`MAX_VALUE_BYTES`] are truncated; control
@@ -57,6 +69,8 @@ pub const MAX_VALUE_BYTES: usize = 8 * 1024;
 #[derive(Debug)]
 pub struct JsonLayer<W = fn() -> io::Stdout> {
     make_writer: W,
+    /// The dispatcher this layer is part of, to look up OpenTelemetry ids.
+    dispatch: OnceLock<WeakDispatch>,
 }
 
 impl JsonLayer {
@@ -64,6 +78,7 @@ impl JsonLayer {
     pub fn new() -> Self {
         Self {
             make_writer: io::stdout,
+            dispatch: OnceLock::new(),
         }
     }
 }
@@ -80,7 +95,10 @@ impl<W> JsonLayer<W> {
     where
         W2: for<'w> MakeWriter<'w> + 'static,
     {
-        JsonLayer { make_writer }
+        JsonLayer {
+            make_writer,
+            dispatch: self.dispatch,
+        }
     }
 }
 
@@ -243,6 +261,10 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     W: for<'w> MakeWriter<'w> + 'static,
 {
+    fn on_register_dispatch(&self, subscriber: &Dispatch) {
+        let _ = self.dispatch.set(subscriber.downgrade());
+    }
+
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
         let mut fields = SpanFields::default();
@@ -282,6 +304,7 @@ where
                 line.extend_from_slice(b",\"message\":\"\"");
             }
 
+            let leaf = ctx.event_span(event).map(|span| span.id());
             if let Some(scope) = ctx.event_scope(event) {
                 for span in scope {
                     let extensions = span.extensions();
@@ -303,12 +326,38 @@ where
 
             line.extend_from_slice(b",\"target\":");
             write_json_str(line, meta.target());
+            if let Some(leaf) = leaf {
+                self.write_trace_ids(line, &leaf);
+            }
             line.extend_from_slice(b"}\n");
 
             // A failed write must never reach the application; the
             // non-blocking writer counts what it drops.
             let _ = self.make_writer.make_writer_for(meta).write_all(line);
         });
+    }
+}
+
+impl<W> JsonLayer<W> {
+    /// Appends `trace_id` and `span_id` when `span` is bridged to
+    /// OpenTelemetry. No span extensions may be borrowed while this runs.
+    fn write_trace_ids(&self, line: &mut Vec<u8>, span: &Id) {
+        let Some(dispatch) = self.dispatch.get().and_then(WeakDispatch::upgrade) else {
+            return;
+        };
+        let Some(cx) = tracing_opentelemetry::get_otel_context(span, &dispatch) else {
+            return;
+        };
+        let otel_span = opentelemetry::trace::TraceContextExt::span(&cx);
+        let span_context = otel_span.span_context();
+        if span_context.is_valid() {
+            let _ = write!(
+                line,
+                ",\"trace_id\":\"{}\",\"span_id\":\"{}\"",
+                span_context.trace_id(),
+                span_context.span_id()
+            );
+        }
     }
 }
 

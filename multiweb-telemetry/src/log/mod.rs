@@ -21,7 +21,8 @@ mod timestamp;
 use std::io;
 
 pub use json::{JsonLayer, MAX_VALUE_BYTES};
-use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
+use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, NonBlockingBuilder, WorkerGuard};
+use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt;
 
 use crate::Error;
@@ -31,17 +32,15 @@ use crate::config::{Config, LogFormat};
 /// [`TelemetryBuilder::log_writer`](crate::TelemetryBuilder::log_writer).
 pub(crate) struct LogSink(pub(crate) Box<dyn io::Write + Send>);
 
-/// What the installed logging keeps alive.
-pub(crate) struct InstalledLogs {
+/// The non-blocking log writer, before the subscriber is installed.
+pub(crate) struct LogWriter {
+    writer: NonBlocking,
     pub(crate) worker: WorkerGuard,
     pub(crate) dropped: ErrorCounter,
 }
 
-/// Installs the global subscriber. Fails only if one is already installed.
-pub(crate) fn install(config: &Config, sink: Option<LogSink>) -> Result<InstalledLogs, Error> {
-    if tracing::dispatcher::has_been_set() {
-        return Err(Error::SubscriberAlreadySet);
-    }
+/// Starts the non-blocking writer thread for stdout (or `sink`).
+pub(crate) fn writer(config: &Config, sink: Option<LogSink>) -> LogWriter {
     let builder = NonBlockingBuilder::default()
         .lossy(true)
         .buffered_lines_limit(config.log_buffer_lines)
@@ -51,25 +50,42 @@ pub(crate) fn install(config: &Config, sink: Option<LogSink>) -> Result<Installe
         None => builder.finish(io::stdout()),
     };
     let dropped = writer.error_counter();
+    LogWriter {
+        writer,
+        worker,
+        dropped,
+    }
+}
 
-    let (json, pretty) = match config.log_format {
-        LogFormat::Json => (Some(JsonLayer::new().with_writer(writer)), None),
-        LogFormat::Pretty => (
-            None,
-            Some(
-                tracing_subscriber::fmt::layer()
-                    .pretty()
-                    .with_ansi(false)
-                    .with_writer(writer),
-            ),
-        ),
+/// Installs the global subscriber: filter, OpenTelemetry bridge, formatter.
+/// Fails only if a subscriber is already installed.
+pub(crate) fn install(
+    config: &Config,
+    writer: &LogWriter,
+    tracer: opentelemetry_sdk::trace::SdkTracer,
+) -> Result<(), Error> {
+    let writer = writer.writer.clone();
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_location(false)
+        .with_threads(false)
+        .with_tracked_inactivity(false);
+    // Boxed rather than `Option`al: a box forwards `on_register_dispatch`,
+    // which the JSON layer needs to find trace ids.
+    let format = match config.log_format {
+        LogFormat::Json => JsonLayer::new().with_writer(writer).boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .pretty()
+            .with_ansi(false)
+            .with_writer(writer)
+            .boxed(),
     };
     let subscriber = tracing_subscriber::registry()
         .with(config.log_filter.clone())
-        .with(json)
-        .with(pretty);
+        .with(otel)
+        .with(format);
     tracing::subscriber::set_global_default(subscriber).map_err(|_| Error::SubscriberAlreadySet)?;
     // Forward the `log` crate; another logger being there already is not our error.
     let _ = tracing_log::LogTracer::init();
-    Ok(InstalledLogs { worker, dropped })
+    Ok(())
 }

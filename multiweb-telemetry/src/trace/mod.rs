@@ -1,0 +1,205 @@
+//! Traces: OTLP export to a collector (Tempo in the guide), the guide's
+//! sampling strategy, and trace context propagation.
+//!
+//! [`init`](crate::init) bridges `tracing` spans to OpenTelemetry with
+//! `tracing-opentelemetry`, so every request span of the
+//! [HTTP layer](crate::http) and every `#[tracing::instrument]` span becomes
+//! an OpenTelemetry span. Every JSON log line inside a span carries its
+//! `trace_id` and `span_id`, whether the trace is exported or not.
+//!
+//! # Export
+//!
+//! Spans are exported when an endpoint is configured
+//! (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `OTEL_EXPORTER_OTLP_ENDPOINT` or
+//! [`TelemetryBuilder::otlp_endpoint`](crate::TelemetryBuilder::otlp_endpoint))
+//! and `OTEL_SDK_DISABLED` is not `true`, over gRPC or HTTP/protobuf
+//! (`OTEL_EXPORTER_OTLP_PROTOCOL`). The resource carries `service.name`,
+//! `service.version` and `OTEL_RESOURCE_ATTRIBUTES`.
+//!
+//! Finished spans wait in a bounded queue (2048 by default) and are sent in
+//! batches by a thread of their own, with its own runtime: exporting never
+//! runs on, or waits for, the application's runtime. When the collector is
+//! down, slow or refuses connections, export requests fail or time out after
+//! 10 s, the spans of that batch are dropped, and new spans that do not fit
+//! the queue are dropped at once: the application never waits.
+//! Dropped spans are counted in `multiweb_telemetry_spans_dropped_total`, and
+//! failures are logged at most once a minute. Nothing is retried, so a span
+//! is never sent twice; when the collector is back, the next batch goes
+//! through.
+//!
+//! Dropping the [`TelemetryGuard`](crate::TelemetryGuard) exports every
+//! finished span still queued, waiting at most 5 s.
+//!
+//! # Sampling
+//!
+//! `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` choose the standard
+//! sampler; the default is `parentbased_always_on`, or
+//! `parentbased_traceidratio` when only the ratio is given. The decision
+//! comes from the trace id, so it is the same for every span of a trace, and
+//! a remote parent's sampled flag (from `traceparent`) is followed.
+//!
+//! With a ratio sampler, the guide's rule "keep every error" applies
+//! ([`keep_error_traces`](crate::TelemetryBuilder::keep_error_traces), on
+//! by default): spans the ratio would drop are still recorded, and held until
+//! the trace's local root span ends. If any of them ended with an error
+//! status (a 5xx response sets one), the whole local trace is exported;
+//! otherwise it is discarded. At most [`MAX_PENDING_SPANS`] spans (a few
+//! megabytes) are held at once; past that, further spans of undecided traces
+//! are not kept (an error still marks its trace, so the root is kept).
+//! A remote parent's "not sampled" flag always wins.
+//!
+//! # Propagation
+//!
+//! The HTTP layer continues an incoming W3C `traceparent`/`tracestate`;
+//! invalid headers are ignored and start a new trace. For outgoing calls,
+//! [`inject_context`] writes the current span's `traceparent` into a
+//! request's headers.
+
+mod processor;
+mod sampler;
+
+use std::time::Duration;
+
+use http::HeaderMap;
+use opentelemetry::KeyValue;
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+pub use processor::{MAX_PENDING_SPANS, SPANS_DROPPED, SPANS_EXPORTED};
+
+use crate::Error;
+use crate::config::{Config, OtlpProtocol};
+
+/// How long dropping the guard waits for queued spans to be exported.
+pub(crate) const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The installed tracer provider and the tracer the `tracing` bridge uses.
+pub(crate) struct Installed {
+    pub(crate) provider: SdkTracerProvider,
+    pub(crate) tracer: SdkTracer,
+}
+
+/// Builds the tracer provider (and, when export is on, the exporter thread).
+pub(crate) fn install(config: &Config) -> Result<Installed, Error> {
+    let mut resource = Resource::builder_empty()
+        .with_service_name(config.service_name.clone())
+        .with_attribute(KeyValue::new("telemetry.sdk.language", "rust"))
+        .with_attribute(KeyValue::new("telemetry.sdk.name", "multiweb-telemetry"));
+    for (key, value) in &config.resource_attributes {
+        if key != "service.name" {
+            resource = resource.with_attribute(KeyValue::new(key.clone(), value.clone()));
+        }
+    }
+    if let Some(version) = &config.service_version {
+        resource = resource.with_attribute(KeyValue::new("service.version", version.clone()));
+    }
+
+    let settings = &config.traces;
+    let mut builder = SdkTracerProvider::builder()
+        .with_sampler(sampler::GuideSampler::new(
+            settings.sampler,
+            settings.keep_errors,
+        ))
+        .with_resource(resource.build());
+    if settings.export {
+        let endpoint = settings.endpoint.clone();
+        let protocol = settings.protocol;
+        let processor = processor::ExportProcessor::start(settings.queue_size, move || {
+            build_exporter(protocol, endpoint)
+        })?;
+        builder = builder.with_span_processor(processor);
+    }
+    let provider = builder.build();
+    let tracer = provider.tracer("multiweb-telemetry");
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    Ok(Installed { provider, tracer })
+}
+
+fn build_exporter(
+    protocol: OtlpProtocol,
+    endpoint: Option<String>,
+) -> Result<opentelemetry_otlp::SpanExporter, Error> {
+    let built = match protocol {
+        OtlpProtocol::Grpc => {
+            let mut builder = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+            if let Some(endpoint) = endpoint {
+                builder = builder.with_endpoint(endpoint);
+            }
+            builder.build()
+        }
+        OtlpProtocol::HttpProtobuf => {
+            let mut builder = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
+            if let Some(endpoint) = endpoint {
+                let base = endpoint.trim_end_matches('/');
+                builder = builder.with_endpoint(format!("{base}/v1/traces"));
+            }
+            builder.build()
+        }
+    };
+    built.map_err(|source| Error::Exporter {
+        source: Box::new(source),
+    })
+}
+
+/// Reads `traceparent`/`tracestate` from request headers.
+struct HeaderReader<'a>(&'a HeaderMap);
+
+impl Extractor for HeaderReader<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+/// Writes `traceparent`/`tracestate` into request headers.
+struct HeaderWriter<'a>(&'a mut HeaderMap);
+
+impl Injector for HeaderWriter<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(key.as_bytes()),
+            http::HeaderValue::from_str(&value),
+        ) {
+            self.0.insert(name, value);
+        }
+    }
+}
+
+/// Makes `span` continue the trace of an incoming `traceparent`, if the
+/// headers carry a valid one.
+pub(crate) fn continue_trace(span: &tracing::Span, headers: &HeaderMap) {
+    if !headers.contains_key("traceparent") {
+        return;
+    }
+    let cx = TraceContextPropagator::new().extract(&HeaderReader(headers));
+    if opentelemetry::trace::TraceContextExt::span(&cx)
+        .span_context()
+        .is_valid()
+    {
+        let _ = span.set_parent(cx);
+    }
+}
+
+/// Writes the current span's W3C `traceparent` (and `tracestate`) into
+/// `headers`, so that the service called continues this trace.
+///
+/// ```
+/// let mut request = http::Request::get("http://inventory/api/v1/stock").body(()).unwrap();
+/// multiweb_telemetry::trace::inject_context(request.headers_mut());
+/// ```
+///
+/// Outside a span, or before [`init`](crate::init), it writes nothing.
+pub fn inject_context(headers: &mut HeaderMap) {
+    let cx = tracing::Span::current().context();
+    TraceContextPropagator::new().inject_context(&cx, &mut HeaderWriter(headers));
+}

@@ -1,0 +1,344 @@
+//! The span processor: tail sampling of error traces, a bounded queue, and an
+//! exporter thread with its own runtime.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use metrics::Counter;
+use opentelemetry::Context;
+use opentelemetry::trace::{SpanContext, SpanId, Status, TraceId};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
+
+use crate::Error;
+
+/// Name of the counter of spans dropped before reaching the collector.
+pub const SPANS_DROPPED: &str = "multiweb_telemetry_spans_dropped_total";
+/// Name of the counter of spans the collector accepted.
+pub const SPANS_EXPORTED: &str = "multiweb_telemetry_spans_exported_total";
+
+/// Most spans held at once for undecided traces (see [`crate::trace`]).
+pub const MAX_PENDING_SPANS: usize = 4096;
+
+/// Spans per export request.
+const MAX_BATCH: usize = 512;
+/// Longest a finished span waits before its batch is sent.
+const BATCH_DELAY: Duration = Duration::from_millis(500);
+/// Longest one export request may take.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Export failures are logged at most this often.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+enum Control {
+    Resource(Resource),
+    Flush(Sender<()>),
+    Shutdown(Sender<()>),
+}
+
+/// Spans of traces whose fate is decided when their local root ends.
+#[derive(Default)]
+struct Pending {
+    traces: HashMap<TraceId, PendingTrace>,
+    spans: usize,
+}
+
+#[derive(Default)]
+struct PendingTrace {
+    spans: Vec<SpanData>,
+    error: bool,
+}
+
+/// Queues sampled spans for the exporter thread; holds `RecordOnly` spans
+/// until their local root ends, then queues them if the trace had an error.
+pub(crate) struct ExportProcessor {
+    spans: Sender<SpanData>,
+    control: Sender<Control>,
+    pending: Mutex<Pending>,
+    dropped: Counter,
+}
+
+impl std::fmt::Debug for ExportProcessor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExportProcessor").finish_non_exhaustive()
+    }
+}
+
+impl ExportProcessor {
+    /// Starts the exporter thread. `make_exporter` runs on that thread,
+    /// inside its runtime (tonic needs one to build its channel).
+    pub(crate) fn start<E, F>(queue_size: usize, make_exporter: F) -> Result<Self, Error>
+    where
+        E: SpanExporter + 'static,
+        F: FnOnce() -> Result<E, Error> + Send + 'static,
+    {
+        metrics::describe_counter!(
+            SPANS_DROPPED,
+            "Finished spans dropped before reaching the collector (queue full or export failed)."
+        );
+        metrics::describe_counter!(SPANS_EXPORTED, "Spans the collector accepted.");
+        let dropped = metrics::counter!(SPANS_DROPPED);
+        dropped.absolute(0);
+        let accepted = metrics::counter!(SPANS_EXPORTED);
+        accepted.absolute(0);
+
+        let (spans, span_rx) = crossbeam_channel::bounded(queue_size);
+        let (control, control_rx) = crossbeam_channel::unbounded();
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+        let worker_dropped = dropped.clone();
+        thread::Builder::new()
+            .name("multiweb-span-exporter".to_owned())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(source) => {
+                        let _ = ready_tx.send(Err(Error::Spawn {
+                            what: "span exporter runtime",
+                            source,
+                        }));
+                        return;
+                    }
+                };
+                let exporter = {
+                    let _entered = runtime.enter();
+                    make_exporter()
+                };
+                match exporter {
+                    Ok(exporter) => {
+                        let _ = ready_tx.send(Ok(()));
+                        Worker {
+                            runtime,
+                            exporter,
+                            spans: span_rx,
+                            control: control_rx,
+                            dropped: worker_dropped,
+                            exported: accepted,
+                            last_warning: None,
+                        }
+                        .run();
+                    }
+                    Err(err) => {
+                        let _ = ready_tx.send(Err(err));
+                    }
+                }
+            })
+            .map_err(|source| Error::Spawn {
+                what: "span exporter",
+                source,
+            })?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => return Err(err),
+            Err(_) => {
+                return Err(Error::Spawn {
+                    what: "span exporter",
+                    source: std::io::Error::other("the exporter thread stopped while starting"),
+                });
+            }
+        }
+        Ok(Self {
+            spans,
+            control,
+            pending: Mutex::new(Pending::default()),
+            dropped,
+        })
+    }
+
+    fn enqueue(&self, span: SpanData) {
+        match self.spans.try_send(span) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => self.dropped.increment(1),
+        }
+    }
+
+    fn ask(&self, make: impl FnOnce(Sender<()>) -> Control, timeout: Duration) -> OTelSdkResult {
+        let (done, wait) = crossbeam_channel::bounded(1);
+        if self.control.send(make(done)).is_err() {
+            return Ok(()); // already shut down
+        }
+        wait.recv_timeout(timeout)
+            .map_err(|_| OTelSdkError::Timeout(timeout))
+    }
+}
+
+/// A span is the local root when it has no parent in this process.
+fn is_local_root(span: &SpanData) -> bool {
+    span.parent_span_id == SpanId::INVALID || span.parent_span_is_remote
+}
+
+/// The same span, marked sampled (it was recorded but not sampled).
+fn mark_sampled(mut span: SpanData) -> SpanData {
+    let cx = &span.span_context;
+    span.span_context = SpanContext::new(
+        cx.trace_id(),
+        cx.span_id(),
+        cx.trace_flags().with_sampled(true),
+        cx.is_remote(),
+        cx.trace_state().clone(),
+    );
+    span
+}
+
+impl SpanProcessor for ExportProcessor {
+    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        if span.span_context.is_sampled() {
+            self.enqueue(span);
+            return;
+        }
+        // Recorded but not sampled: the error rule decides at the local root.
+        let error = matches!(span.status, Status::Error { .. });
+        let trace_id = span.span_context.trace_id();
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        if is_local_root(&span) {
+            let held = pending.traces.remove(&trace_id).unwrap_or_default();
+            pending.spans -= held.spans.len();
+            drop(pending);
+            if error || held.error {
+                for held_span in held.spans {
+                    self.enqueue(mark_sampled(held_span));
+                }
+                self.enqueue(mark_sampled(span));
+            }
+            return;
+        }
+        if pending.spans >= MAX_PENDING_SPANS {
+            // Over the memory bound: the span is not kept, but an error still
+            // marks its trace so the root and the other held spans are kept.
+            if error && let Some(trace) = pending.traces.get_mut(&trace_id) {
+                trace.error = true;
+            }
+            return;
+        }
+        pending.spans += 1;
+        let trace = pending.traces.entry(trace_id).or_default();
+        trace.error |= error;
+        trace.spans.push(span);
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.ask(Control::Flush, EXPORT_TIMEOUT)
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.ask(Control::Shutdown, timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        let _ = self.control.send(Control::Resource(resource.clone()));
+    }
+}
+
+/// The exporter thread.
+struct Worker<E> {
+    runtime: tokio::runtime::Runtime,
+    exporter: E,
+    spans: Receiver<SpanData>,
+    control: Receiver<Control>,
+    dropped: Counter,
+    exported: Counter,
+    last_warning: Option<Instant>,
+}
+
+impl<E: SpanExporter> Worker<E> {
+    fn run(mut self) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut deadline = Instant::now() + BATCH_DELAY;
+        loop {
+            let timeout = deadline.saturating_duration_since(Instant::now());
+            crossbeam_channel::select! {
+                recv(self.spans) -> span => match span {
+                    Ok(span) => {
+                        batch.push(span);
+                        if batch.len() >= MAX_BATCH {
+                            self.export(&mut batch);
+                            deadline = Instant::now() + BATCH_DELAY;
+                        }
+                    }
+                    Err(_) => return,
+                },
+                recv(self.control) -> message => {
+                    if let Ok(Control::Resource(resource)) = &message {
+                        self.exporter.set_resource(resource);
+                        continue;
+                    }
+                    self.drain(&mut batch);
+                    match message {
+                        Ok(Control::Resource(_)) => {}
+                        Ok(Control::Flush(done)) => {
+                            let _ = done.send(());
+                        }
+                        Ok(Control::Shutdown(done)) => {
+                            let _ = self.exporter.shutdown();
+                            let _ = done.send(());
+                            return;
+                        }
+                        Err(_) => return,
+                    }
+                },
+                default(timeout) => {
+                    self.export(&mut batch);
+                    deadline = Instant::now() + BATCH_DELAY;
+                }
+            }
+        }
+    }
+
+    /// Exports everything queued so far.
+    fn drain(&mut self, batch: &mut Vec<SpanData>) {
+        loop {
+            while batch.len() < MAX_BATCH {
+                match self.spans.try_recv() {
+                    Ok(span) => batch.push(span),
+                    Err(_) => break,
+                }
+            }
+            if batch.is_empty() {
+                return;
+            }
+            self.export(batch);
+        }
+    }
+
+    fn export(&mut self, batch: &mut Vec<SpanData>) {
+        if batch.is_empty() {
+            return;
+        }
+        let spans = std::mem::replace(batch, Vec::with_capacity(MAX_BATCH));
+        let count = spans.len() as u64;
+        let exporter = &self.exporter;
+        let result = self
+            .runtime
+            .block_on(async { tokio::time::timeout(EXPORT_TIMEOUT, exporter.export(spans)).await });
+        let error = match result {
+            Ok(Ok(())) => {
+                self.exported.increment(count);
+                return;
+            }
+            Ok(Err(err)) => err.to_string(),
+            Err(_) => format!("no answer within {EXPORT_TIMEOUT:?}"),
+        };
+        self.dropped.increment(count);
+        let now = Instant::now();
+        if self
+            .last_warning
+            .is_none_or(|last| now.duration_since(last) >= WARN_EVERY)
+        {
+            self.last_warning = Some(now);
+            tracing::warn!(
+                target: "multiweb_telemetry::trace",
+                error = %error,
+                dropped = count,
+                "span export failed; dropping spans until the collector answers \
+                 (counted in multiweb_telemetry_spans_dropped_total, logged at most once a minute)"
+            );
+        }
+    }
+}
