@@ -4,8 +4,6 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tracing_appender::non_blocking::WorkerGuard;
-
 use crate::metrics::RunningListener;
 use crate::metrics::{Exporter, MetricsService, Upkeep};
 
@@ -27,9 +25,10 @@ use crate::metrics::{Exporter, MetricsService, Upkeep};
 /// dropped and counted.
 #[must_use = "dropping the guard flushes and shuts telemetry down"]
 pub struct TelemetryGuard {
-    pub(crate) exporter: Arc<Exporter>,
+    /// `None` for a guard of [`build_dispatch`](crate::TelemetryBuilder::build_dispatch).
+    pub(crate) exporter: Option<Arc<Exporter>>,
     pub(crate) tracer_provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
-    pub(crate) log_worker: Option<WorkerGuard>,
+    pub(crate) log_worker: Option<crate::log::WriterGuard>,
     pub(crate) listener: Option<RunningListener>,
     pub(crate) upkeep: Option<Upkeep>,
 }
@@ -47,7 +46,10 @@ impl TelemetryGuard {
     /// A service answering with the `/metrics` exposition, to mount on the
     /// application's router.
     pub fn metrics_service(&self) -> MetricsService {
-        MetricsService::with_exporter(Arc::clone(&self.exporter))
+        match &self.exporter {
+            Some(exporter) => MetricsService::with_exporter(Arc::clone(exporter)),
+            None => crate::metrics::metrics_service(),
+        }
     }
 
     /// The address the standalone metrics listener is bound to, if one was
@@ -57,8 +59,15 @@ impl TelemetryGuard {
     }
 
     /// The Prometheus text exposition, as `/metrics` would serve it now.
+    ///
+    /// Empty for a guard of
+    /// [`build_dispatch`](crate::TelemetryBuilder::build_dispatch), which
+    /// installs no recorder.
     pub fn render_metrics(&self) -> String {
-        self.exporter.render()
+        self.exporter
+            .as_ref()
+            .map(|exporter| exporter.render())
+            .unwrap_or_default()
     }
 
     /// Flushes and shuts telemetry down now; the same as dropping the guard.

@@ -115,7 +115,7 @@ impl TelemetryBuilder {
             }
         };
 
-        let logs = log::writer(&config, self.log_writer.take());
+        let logs = log::writer(&config, self.log_writer.take())?;
         let (exporter, upkeep) =
             crate::metrics::install(recorder, config.process_metrics, Some(logs.dropped.clone()))?;
         let traces = trace::install(&config)?;
@@ -133,12 +133,48 @@ impl TelemetryBuilder {
             "telemetry initialized"
         );
         Ok(TelemetryGuard {
-            exporter,
+            exporter: Some(exporter),
             tracer_provider: Some(traces.provider),
             log_worker: Some(logs.worker),
             listener,
             upkeep: Some(upkeep),
         })
+    }
+
+    /// Builds logging and tracing as a [`tracing::Dispatch`] without
+    /// installing anything globally: no global subscriber, no `metrics`
+    /// recorder, no metrics listener.
+    ///
+    /// For tests and benchmarks that need several configurations in one
+    /// process, and for applications that compose their own dispatch. Make it
+    /// current with [`tracing::dispatcher::with_default`] or
+    /// [`tracing::dispatcher::set_default`]; keep the guard alive as long as
+    /// the dispatch is used (dropping it flushes spans and log lines).
+    ///
+    /// ```
+    /// let (dispatch, _guard) = multiweb_telemetry::Telemetry::builder()
+    ///     .log_writer(std::io::sink())
+    ///     .build_dispatch()?;
+    /// tracing::dispatcher::with_default(&dispatch, || {
+    ///     tracing::info!("only this closure logs through it");
+    /// });
+    /// # Ok::<(), multiweb_telemetry::Error>(())
+    /// ```
+    pub fn build_dispatch(mut self) -> Result<(tracing::Dispatch, TelemetryGuard), Error> {
+        let config = self.resolve(&|name| std::env::var_os(name))?;
+        let logs = log::writer(&config, self.log_writer.take())?;
+        let traces = trace::install(&config)?;
+        let dispatch = log::dispatch(&config, &logs, traces.tracer);
+        Ok((
+            dispatch,
+            TelemetryGuard {
+                exporter: None,
+                tracer_provider: Some(traces.provider),
+                log_worker: Some(logs.worker),
+                listener: None,
+                upkeep: None,
+            },
+        ))
     }
 
     /// The side-effect-free part of `try_init`.

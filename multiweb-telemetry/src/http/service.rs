@@ -78,7 +78,7 @@ where
         let trace = (settings.span || settings.access_log).then(|| {
             let span = if settings.span {
                 let span = request_span(method, route.as_deref(), request.uri().path());
-                crate::trace::continue_trace(&span, request.headers());
+                crate::trace::start_trace(&span, request.headers());
                 span
             } else {
                 tracing::Span::none()

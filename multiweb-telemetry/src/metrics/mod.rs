@@ -38,7 +38,6 @@ use std::time::Duration;
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
-use tracing_appender::non_blocking::ErrorCounter;
 
 pub(crate) use listener::{MetricsListener, RunningListener};
 pub use service::MetricsService;
@@ -61,14 +60,14 @@ static EXPORTER: OnceLock<Arc<Exporter>> = OnceLock::new();
 pub(crate) struct Exporter {
     handle: PrometheusHandle,
     process_metrics: bool,
-    dropped_logs: Option<ErrorCounter>,
+    dropped_logs: Option<crate::log::DroppedLines>,
 }
 
 impl Exporter {
     /// The full exposition: recorded metrics, then process metrics.
     pub(crate) fn render(&self) -> String {
         if let Some(dropped) = &self.dropped_logs {
-            ::metrics::counter!(LOG_LINES_DROPPED).absolute(dropped.dropped_lines() as u64);
+            ::metrics::counter!(LOG_LINES_DROPPED).absolute(dropped.get());
         }
         self.handle.run_upkeep();
         let mut out = self.handle.render();
@@ -105,7 +104,7 @@ pub(crate) fn build_recorder(buckets: &Buckets) -> Result<PrometheusRecorder, Er
 pub(crate) fn install(
     recorder: PrometheusRecorder,
     process_metrics: bool,
-    dropped_logs: Option<ErrorCounter>,
+    dropped_logs: Option<crate::log::DroppedLines>,
 ) -> Result<(Arc<Exporter>, Upkeep), Error> {
     let handle = recorder.handle();
     ::metrics::set_global_recorder(recorder).map_err(|_| Error::RecorderAlreadySet)?;

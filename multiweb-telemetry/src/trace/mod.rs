@@ -7,6 +7,11 @@
 //! an OpenTelemetry span. Every JSON log line inside a span carries its
 //! `trace_id` and `span_id`, whether the trace is exported or not.
 //!
+//! Only spans are bridged: log events stay log lines (carrying the
+//! `trace_id`), and are not copied into span events, which would cost every
+//! request even when its trace is not sampled. A 5xx response marks the
+//! request span's status as Error.
+//!
 //! # Export
 //!
 //! Spans are exported when an endpoint is configured
@@ -176,18 +181,23 @@ impl Injector for HeaderWriter<'_> {
 }
 
 /// Makes `span` continue the trace of an incoming `traceparent`, if the
-/// headers carry a valid one.
-pub(crate) fn continue_trace(span: &tracing::Span, headers: &HeaderMap) {
-    if !headers.contains_key("traceparent") {
+/// headers carry a valid one, then starts its OpenTelemetry span, so that the
+/// sampling decision is taken now: the events and attributes of a span the
+/// sampler drops then cost (almost) nothing.
+pub(crate) fn start_trace(span: &tracing::Span, headers: &HeaderMap) {
+    if span.is_disabled() {
         return;
     }
-    let cx = TraceContextPropagator::new().extract(&HeaderReader(headers));
-    if opentelemetry::trace::TraceContextExt::span(&cx)
-        .span_context()
-        .is_valid()
-    {
-        let _ = span.set_parent(cx);
+    if headers.contains_key("traceparent") {
+        let cx = TraceContextPropagator::new().extract(&HeaderReader(headers));
+        if opentelemetry::trace::TraceContextExt::span(&cx)
+            .span_context()
+            .is_valid()
+        {
+            let _ = span.set_parent(cx);
+        }
     }
+    drop(span.context());
 }
 
 /// Writes the current span's W3C `traceparent` (and `tracestate`) into

@@ -6,7 +6,10 @@ use std::sync::{Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar};
+
+use crossbeam_channel::Sender;
 use metrics::Counter;
 use opentelemetry::Context;
 use opentelemetry::trace::{SpanContext, SpanId, Status, TraceId};
@@ -52,11 +55,60 @@ struct PendingTrace {
     error: bool,
 }
 
+/// What waits for the exporter thread. Producers append under a short lock
+/// and wake the thread only when the queue is half full: a span costs no
+/// system call.
+#[derive(Default)]
+struct QueueState {
+    spans: Vec<SpanData>,
+    control: Vec<Control>,
+    closed: bool,
+}
+
+struct Queue {
+    state: Mutex<QueueState>,
+    wake: Condvar,
+    asleep: AtomicBool,
+    capacity: usize,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Appends a span, or returns `false` when the queue is full or closed.
+    fn push(&self, span: SpanData) -> bool {
+        let mut state = self.lock();
+        if state.closed || state.spans.len() >= self.capacity {
+            return false;
+        }
+        state.spans.push(span);
+        let wake = state.spans.len() * 2 >= self.capacity || state.spans.len() >= MAX_BATCH;
+        drop(state);
+        if wake && self.asleep.load(Ordering::Relaxed) {
+            self.wake.notify_one();
+        }
+        true
+    }
+
+    /// Appends a control message and wakes the thread; `false` once closed.
+    fn send(&self, control: Control) -> bool {
+        let mut state = self.lock();
+        if state.closed {
+            return false;
+        }
+        state.control.push(control);
+        drop(state);
+        self.wake.notify_one();
+        true
+    }
+}
+
 /// Queues sampled spans for the exporter thread; holds `RecordOnly` spans
 /// until their local root ends, then queues them if the trace had an error.
 pub(crate) struct ExportProcessor {
-    spans: Sender<SpanData>,
-    control: Sender<Control>,
+    queue: Arc<Queue>,
     pending: Mutex<Pending>,
     dropped: Counter,
 }
@@ -85,8 +137,13 @@ impl ExportProcessor {
         let accepted = metrics::counter!(SPANS_EXPORTED);
         accepted.absolute(0);
 
-        let (spans, span_rx) = crossbeam_channel::bounded(queue_size);
-        let (control, control_rx) = crossbeam_channel::unbounded();
+        let queue = Arc::new(Queue {
+            state: Mutex::new(QueueState::default()),
+            wake: Condvar::new(),
+            asleep: AtomicBool::new(false),
+            capacity: queue_size,
+        });
+        let worker_queue = Arc::clone(&queue);
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
         let worker_dropped = dropped.clone();
         thread::Builder::new()
@@ -115,8 +172,7 @@ impl ExportProcessor {
                         Worker {
                             runtime,
                             exporter,
-                            spans: span_rx,
-                            control: control_rx,
+                            queue: worker_queue,
                             dropped: worker_dropped,
                             exported: accepted,
                             last_warning: None,
@@ -143,23 +199,21 @@ impl ExportProcessor {
             }
         }
         Ok(Self {
-            spans,
-            control,
+            queue,
             pending: Mutex::new(Pending::default()),
             dropped,
         })
     }
 
     fn enqueue(&self, span: SpanData) {
-        match self.spans.try_send(span) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => self.dropped.increment(1),
+        if !self.queue.push(span) {
+            self.dropped.increment(1);
         }
     }
 
     fn ask(&self, make: impl FnOnce(Sender<()>) -> Control, timeout: Duration) -> OTelSdkResult {
         let (done, wait) = crossbeam_channel::bounded(1);
-        if self.control.send(make(done)).is_err() {
+        if !self.queue.send(make(done)) {
             return Ok(()); // already shut down
         }
         wait.recv_timeout(timeout)
@@ -232,7 +286,7 @@ impl SpanProcessor for ExportProcessor {
     }
 
     fn set_resource(&mut self, resource: &Resource) {
-        let _ = self.control.send(Control::Resource(resource.clone()));
+        self.queue.send(Control::Resource(resource.clone()));
     }
 }
 
@@ -240,8 +294,7 @@ impl SpanProcessor for ExportProcessor {
 struct Worker<E> {
     runtime: tokio::runtime::Runtime,
     exporter: E,
-    spans: Receiver<SpanData>,
-    control: Receiver<Control>,
+    queue: Arc<Queue>,
     dropped: Counter,
     exported: Counter,
     last_warning: Option<Instant>,
@@ -249,61 +302,49 @@ struct Worker<E> {
 
 impl<E: SpanExporter> Worker<E> {
     fn run(mut self) {
-        let mut batch = Vec::with_capacity(MAX_BATCH);
-        let mut deadline = Instant::now() + BATCH_DELAY;
         loop {
-            let timeout = deadline.saturating_duration_since(Instant::now());
-            crossbeam_channel::select! {
-                recv(self.spans) -> span => match span {
-                    Ok(span) => {
-                        batch.push(span);
-                        if batch.len() >= MAX_BATCH {
-                            self.export(&mut batch);
-                            deadline = Instant::now() + BATCH_DELAY;
-                        }
-                    }
-                    Err(_) => return,
-                },
-                recv(self.control) -> message => {
-                    if let Ok(Control::Resource(resource)) = &message {
-                        self.exporter.set_resource(resource);
-                        continue;
-                    }
-                    self.drain(&mut batch);
-                    match message {
-                        Ok(Control::Resource(_)) => {}
-                        Ok(Control::Flush(done)) => {
-                            let _ = done.send(());
-                        }
-                        Ok(Control::Shutdown(done)) => {
-                            let _ = self.exporter.shutdown();
-                            let _ = done.send(());
-                            return;
-                        }
-                        Err(_) => return,
-                    }
-                },
-                default(timeout) => {
-                    self.export(&mut batch);
-                    deadline = Instant::now() + BATCH_DELAY;
+            let (mut spans, control) = {
+                let mut state = self.queue.lock();
+                if state.spans.len() < MAX_BATCH && state.control.is_empty() {
+                    self.queue.asleep.store(true, Ordering::Relaxed);
+                    state = self
+                        .queue
+                        .wake
+                        .wait_timeout(state, BATCH_DELAY)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                    self.queue.asleep.store(false, Ordering::Relaxed);
+                }
+                let spans = std::mem::take(&mut state.spans);
+                let control = std::mem::take(&mut state.control);
+                if control.iter().any(|c| matches!(c, Control::Shutdown(_))) {
+                    state.closed = true;
+                }
+                (spans, control)
+            };
+            for message in &control {
+                if let Control::Resource(resource) = message {
+                    self.exporter.set_resource(resource);
                 }
             }
-        }
-    }
-
-    /// Exports everything queued so far.
-    fn drain(&mut self, batch: &mut Vec<SpanData>) {
-        loop {
-            while batch.len() < MAX_BATCH {
-                match self.spans.try_recv() {
-                    Ok(span) => batch.push(span),
-                    Err(_) => break,
+            while !spans.is_empty() {
+                let rest = spans.split_off(spans.len().min(MAX_BATCH));
+                self.export(&mut spans);
+                spans = rest;
+            }
+            for message in control {
+                match message {
+                    Control::Resource(_) => {}
+                    Control::Flush(done) => {
+                        let _ = done.send(());
+                    }
+                    Control::Shutdown(done) => {
+                        let _ = self.exporter.shutdown();
+                        let _ = done.send(());
+                        return;
+                    }
                 }
             }
-            if batch.is_empty() {
-                return;
-            }
-            self.export(batch);
         }
     }
 
