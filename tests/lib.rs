@@ -648,3 +648,140 @@ impl Drop for Collector {
         let _ = self.child.wait();
     }
 }
+
+/// Percent-encodes `value` for a URL query string.
+pub fn url_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() * 3);
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            let _ = write!(out, "%{byte:02X}");
+        }
+    }
+    out
+}
+
+/// A real Prometheus server on 127.0.0.1 with a temporary data directory,
+/// scraping one target every second; killed (and its directory removed)
+/// when dropped.
+pub struct Prometheus {
+    child: Child,
+    dir: PathBuf,
+    /// The HTTP API address.
+    pub addr: SocketAddr,
+}
+
+impl std::fmt::Debug for Prometheus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prometheus")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Prometheus {
+    /// Starts Prometheus scraping `target` (`host:port`, path `/metrics`)
+    /// every second, with the label `namespace="multiweb"` added as the
+    /// shipped scrape config does, and evaluating `rules` (a rules file's
+    /// text) every second.
+    ///
+    /// # Panics
+    ///
+    /// If `prometheus` is missing or does not become ready.
+    pub fn start(target: SocketAddr, rules: Option<&str>) -> Self {
+        let binary = require_tool("prometheus", "apt-get install -y prometheus");
+        let dir = std::env::temp_dir().join(format!(
+            "multiweb-prometheus-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(dir.join("data")).expect("temp dir");
+        let rule_files = match rules {
+            Some(rules) => {
+                std::fs::write(dir.join("rules.yml"), rules).expect("write rules");
+                "rule_files: [rules.yml]\n"
+            }
+            None => "",
+        };
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n{rule_files}\
+             scrape_configs:\n  - job_name: multiweb-api\n    static_configs:\n      \
+             - targets: ['{target}']\n        labels:\n          namespace: multiweb\n"
+        );
+        std::fs::write(dir.join("prometheus.yml"), config).expect("write config");
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let child = Command::new(binary)
+            .current_dir(&dir)
+            .arg("--config.file=prometheus.yml")
+            .arg("--storage.tsdb.path=data")
+            .arg(format!("--web.listen-address={addr}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start prometheus");
+        let prometheus = Self { child, dir, addr };
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            let ready = TcpStream::connect(addr).is_ok()
+                && http_request(addr, "GET", "/-/ready", &[], "").status == 200;
+            if ready {
+                break;
+            }
+            assert!(Instant::now() < deadline, "prometheus did not become ready");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        prometheus
+    }
+
+    /// Runs an instant query; returns the whole JSON answer (`status`,
+    /// `data.result`, or `error`).
+    pub fn query(&self, expr: &str) -> serde_json::Value {
+        let path = format!("/api/v1/query?query={}", url_encode(expr));
+        let response = http_request(self.addr, "GET", &path, &[], "");
+        serde_json::from_str(&response.body)
+            .unwrap_or_else(|e| panic!("prometheus answered {}: {e}", response.body))
+    }
+
+    /// The series an instant query returns (panics on a query error).
+    pub fn series(&self, expr: &str) -> Vec<serde_json::Value> {
+        let answer = self.query(expr);
+        assert_eq!(answer["status"], "success", "{expr}: {answer}");
+        answer["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Waits (bounded) until `expr` returns at least one series.
+    pub fn wait_for_data(&self, expr: &str) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let series = self.series(expr);
+            if !series.is_empty() {
+                return series;
+            }
+            assert!(Instant::now() < deadline, "no data for {expr}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// The active alerts (`/api/v1/alerts`).
+    pub fn alerts(&self) -> Vec<serde_json::Value> {
+        let response = http_request(self.addr, "GET", "/api/v1/alerts", &[], "");
+        let answer: serde_json::Value = serde_json::from_str(&response.body).expect("alerts JSON");
+        answer["data"]["alerts"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

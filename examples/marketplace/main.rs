@@ -6,23 +6,23 @@
 //! curl http://127.0.0.1:8080/metrics
 //! ```
 
+mod api;
+mod business;
+mod demo_load;
+
 use std::net::SocketAddr;
 use std::process::ExitCode;
-
-use axum::extract::Query;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::get;
-use axum::{Json, Router};
-use serde::Serialize;
 
 /// Command-line arguments.
 struct Args {
     listen: SocketAddr,
+    demo_load: bool,
 }
 
 impl Args {
     fn parse(mut args: impl Iterator<Item = String>) -> Result<Self, String> {
         let mut listen = SocketAddr::from(([127, 0, 0, 1], 8080));
+        let mut demo_load = false;
         while let Some(arg) = args.next() {
             match arg.as_str() {
                 "--listen" => {
@@ -31,65 +31,17 @@ impl Args {
                         .parse()
                         .map_err(|e| format!("--listen {value:?}: {e}"))?;
                 }
+                "--demo-load" => demo_load = true,
                 "--help" | "-h" => {
-                    return Err("usage: marketplace [--listen 127.0.0.1:8080]".to_owned());
+                    return Err(
+                        "usage: marketplace [--listen 127.0.0.1:8080] [--demo-load]".to_owned()
+                    );
                 }
                 other => return Err(format!("unknown argument {other:?}; try --help")),
             }
         }
-        Ok(Self { listen })
+        Ok(Self { listen, demo_load })
     }
-}
-
-#[derive(Serialize)]
-struct Product {
-    id: u64,
-    name: &'static str,
-    price_cents: u64,
-}
-
-/// `GET /api/v1/products/`: the guide's `list_products`.
-#[tracing::instrument(name = "list_products", skip_all)]
-async fn list_products(headers: HeaderMap) -> Json<Vec<Product>> {
-    if let Some(user_id) = headers.get("x-user-id").and_then(|v| v.to_str().ok()) {
-        multiweb_telemetry::http::record_user_id(user_id);
-    }
-    let products = vec![
-        Product {
-            id: 1,
-            name: "Keyboard",
-            price_cents: 4_900,
-        },
-        Product {
-            id: 2,
-            name: "Monitor",
-            price_cents: 19_900,
-        },
-    ];
-    tracing::info!(count = products.len(), "listed products");
-    Json(products)
-}
-
-/// `GET /api/v1/debug/error`: always 500, so the error panels and the
-/// `HighErrorRate` alert can be seen moving.
-async fn debug_error() -> (StatusCode, Json<serde_json::Value>) {
-    tracing::error!(error = "simulated failure", "debug error endpoint called");
-    (
-        StatusCode::INTERNAL_SERVER_ERROR,
-        Json(serde_json::json!({ "error": "simulated failure" })),
-    )
-}
-
-#[derive(serde::Deserialize)]
-struct SlowParams {
-    ms: Option<u64>,
-}
-
-/// `GET /api/v1/debug/slow?ms=N`: answers after N milliseconds (at most 30 s).
-async fn debug_slow(Query(params): Query<SlowParams>) -> Json<serde_json::Value> {
-    let ms = params.ms.unwrap_or(1_000).min(30_000);
-    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
-    Json(serde_json::json!({ "slept_ms": ms }))
 }
 
 fn report(err: &dyn std::error::Error) {
@@ -121,12 +73,14 @@ async fn main() -> ExitCode {
         }
     };
 
-    let app = Router::new()
-        .route("/api/v1/products/", get(list_products))
-        .route("/api/v1/debug/error", get(debug_error))
-        .route("/api/v1/debug/slow", get(debug_slow))
+    business::declare();
+    let app = api::router(api::AppState::default())
         .route_service("/metrics", telemetry.metrics_service())
+        .layer(tower_http::catch_panic::CatchPanicLayer::new())
         .layer(multiweb_telemetry::http::layer());
+    if args.demo_load {
+        tokio::spawn(demo_load::run(app.clone()));
+    }
 
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(listener) => listener,

@@ -1,0 +1,307 @@
+//! The marketplace's routes and handlers, over an in-memory store.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::business::{self, PaymentMethod};
+
+/// The in-memory store.
+#[derive(Default)]
+pub(crate) struct Store {
+    products: Vec<Product>,
+    users: HashMap<u64, String>,
+    /// Session token -> user id. Tokens are never logged.
+    sessions: HashMap<String, u64>,
+    next_id: u64,
+}
+
+pub(crate) type AppState = Arc<Mutex<Store>>;
+
+/// A user that always exists, for `--demo-load` and first steps.
+pub(crate) const DEMO_USER: u64 = 1_000;
+
+#[derive(Clone, Serialize)]
+pub(crate) struct Product {
+    id: u64,
+    name: String,
+    price_cents: u64,
+}
+
+/// An error answered as `{"error": "..."}`.
+pub(crate) struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        // Bad JSON or missing fields are the client's error: 4xx, never 500.
+        Self(rejection.status(), rejection.body_text())
+    }
+}
+
+/// The authenticated user, from `x-user-id` or a session's bearer token;
+/// recorded as `user_id` on the request's logs and span.
+pub(crate) struct User(pub(crate) Option<u64>);
+
+impl FromRequestParts<AppState> for User {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let user = user_from_headers(&parts.headers, state);
+        if let Some(id) = user {
+            multiweb_telemetry::http::record_user_id(&id.to_string());
+        }
+        Ok(Self(user))
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("authorization")?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+}
+
+fn user_from_headers(headers: &HeaderMap, state: &AppState) -> Option<u64> {
+    if let Some(id) = headers
+        .get("x-user-id")
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+    {
+        return Some(id);
+    }
+    let token = bearer(headers)?;
+    lock(state).sessions.get(token).copied()
+}
+
+fn lock(state: &AppState) -> std::sync::MutexGuard<'_, Store> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub(crate) fn router(state: AppState) -> Router {
+    {
+        let mut store = lock(&state);
+        store.users.insert(DEMO_USER, "demo".to_owned());
+        for (name, price_cents) in [("Keyboard", 4_900), ("Monitor", 19_900)] {
+            store.next_id += 1;
+            let id = store.next_id;
+            store.products.push(Product {
+                id,
+                name: name.to_owned(),
+                price_cents,
+            });
+        }
+    }
+    Router::new()
+        .route("/api/v1/products/", get(list_products).post(create_product))
+        .route("/api/v1/products/{id}", get(get_product))
+        .route("/api/v1/users/", post(register_user))
+        .route("/api/v1/auth/login", post(login))
+        .route("/api/v1/auth/logout", post(logout))
+        .route("/api/v1/transactions/", post(complete_transaction))
+        .route("/api/v1/messages/", post(send_message))
+        .route("/api/v1/debug/error", get(debug_error))
+        .route("/api/v1/debug/slow", get(debug_slow))
+        .route("/health", get(|| async { Json(json!({ "status": "ok" })) }))
+        .with_state(state)
+}
+
+/// `GET /api/v1/products/`: the guide's `list_products`.
+#[tracing::instrument(name = "list_products", skip_all)]
+async fn list_products(State(state): State<AppState>, _user: User) -> Json<Vec<Product>> {
+    let products = lock(&state).products.clone();
+    tracing::info!(count = products.len(), "listed products");
+    Json(products)
+}
+
+#[derive(Deserialize)]
+struct NewProduct {
+    name: String,
+    price_cents: u64,
+}
+
+#[tracing::instrument(name = "create_product", skip_all)]
+async fn create_product(
+    State(state): State<AppState>,
+    _user: User,
+    body: Result<Json<NewProduct>, JsonRejection>,
+) -> Result<(StatusCode, Json<Product>), ApiError> {
+    let Json(new) = body?;
+    if new.name.trim().is_empty() {
+        return Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "name must not be empty".into(),
+        ));
+    }
+    let mut store = lock(&state);
+    store.next_id += 1;
+    let product = Product {
+        id: store.next_id,
+        name: new.name,
+        price_cents: new.price_cents,
+    };
+    store.products.push(product.clone());
+    drop(store);
+    business::product_created();
+    tracing::info!(product_id = product.id, "product created");
+    Ok((StatusCode::CREATED, Json(product)))
+}
+
+async fn get_product(
+    State(state): State<AppState>,
+    Path(id): Path<u64>,
+) -> Result<Json<Product>, ApiError> {
+    lock(&state)
+        .products
+        .iter()
+        .find(|p| p.id == id)
+        .cloned()
+        .map(Json)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no product {id}")))
+}
+
+#[derive(Deserialize)]
+struct NewUser {
+    name: String,
+}
+
+async fn register_user(
+    State(state): State<AppState>,
+    body: Result<Json<NewUser>, JsonRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let Json(new) = body?;
+    let mut store = lock(&state);
+    store.next_id += 1;
+    let id = store.next_id;
+    store.users.insert(id, new.name);
+    drop(store);
+    business::user_registered();
+    multiweb_telemetry::http::record_user_id(&id.to_string());
+    tracing::info!("user registered");
+    Ok((StatusCode::CREATED, Json(json!({ "id": id }))))
+}
+
+#[derive(Deserialize)]
+struct Login {
+    user_id: u64,
+}
+
+async fn login(
+    State(state): State<AppState>,
+    body: Result<Json<Login>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(login) = body?;
+    let mut store = lock(&state);
+    if !store.users.contains_key(&login.user_id) {
+        return Err(ApiError(StatusCode::UNAUTHORIZED, "unknown user".into()));
+    }
+    store.next_id += 1;
+    let token = format!(
+        "tok-{:x}-{:x}",
+        login.user_id,
+        store.next_id.wrapping_mul(0x9e37_79b9)
+    );
+    store.sessions.insert(token.clone(), login.user_id);
+    let active = store.sessions.len();
+    drop(store);
+    business::active_users(active);
+    multiweb_telemetry::http::record_user_id(&login.user_id.to_string());
+    tracing::info!("logged in");
+    Ok(Json(json!({ "token": token })))
+}
+
+async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<StatusCode, ApiError> {
+    let token =
+        bearer(&headers).ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "no session".into()))?;
+    let mut store = lock(&state);
+    let user = store
+        .sessions
+        .remove(token)
+        .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "no such session".into()))?;
+    let active = store.sessions.len();
+    drop(store);
+    business::active_users(active);
+    multiweb_telemetry::http::record_user_id(&user.to_string());
+    tracing::info!("logged out");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct Transaction {
+    amount_cents: u64,
+    method: PaymentMethod,
+}
+
+async fn complete_transaction(
+    _user: User,
+    body: Result<Json<Transaction>, JsonRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let Json(transaction) = body?;
+    business::transaction_completed(transaction.method, transaction.amount_cents);
+    tracing::info!(
+        amount_cents = transaction.amount_cents,
+        "transaction completed"
+    );
+    Ok((StatusCode::CREATED, Json(json!({ "status": "completed" }))))
+}
+
+#[derive(Deserialize)]
+struct Message {
+    to: u64,
+    text: String,
+}
+
+async fn send_message(
+    User(user): User,
+    body: Result<Json<Message>, JsonRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let Json(message) = body?;
+    if user.is_none() {
+        return Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "log in to send messages".into(),
+        ));
+    }
+    business::message_sent();
+    tracing::info!(to = message.to, length = message.text.len(), "message sent");
+    Ok((StatusCode::CREATED, Json(json!({ "status": "sent" }))))
+}
+
+/// `GET /api/v1/debug/error`: always 500, so the error panels and the
+/// `HighErrorRate` alert can be seen moving.
+async fn debug_error() -> ApiError {
+    tracing::error!(error = "simulated failure", "debug error endpoint called");
+    ApiError(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "simulated failure".into(),
+    )
+}
+
+#[derive(Deserialize)]
+struct SlowParams {
+    ms: Option<u64>,
+}
+
+/// `GET /api/v1/debug/slow?ms=N`: answers after N milliseconds (at most 30 s).
+async fn debug_slow(Query(params): Query<SlowParams>) -> Json<serde_json::Value> {
+    let ms = params.ms.unwrap_or(1_000).min(30_000);
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    Json(json!({ "slept_ms": ms }))
+}

@@ -1,0 +1,151 @@
+//! The guide's queries against a real Prometheus scraping the marketplace
+//! example under its built-in demo load.
+
+use std::time::Duration;
+
+use multiweb_tests::{Prometheus, start_marketplace};
+
+/// The one place where the guide's range windows are shortened, so a test
+/// that runs for seconds sees data: `[5m]` becomes `[20s]`, `[1h]` becomes
+/// `[1m]`, and subqueries (`[1h:5m]`, `[1h:]`) become `[1m:1s]` and `[1m:]`. Nothing else in an
+/// expression is changed, except the dashboards' `$namespace` variable,
+/// which takes the value the scrape config sets.
+pub fn for_short_test(expr: &str) -> String {
+    expr.replace("[5m]", "[20s]")
+        .replace("[1h:5m]", "[1m:1s]")
+        .replace("[1h:]", "[1m:]")
+        .replace("[1h]", "[1m]")
+        .replace("$namespace", "multiweb")
+}
+
+/// CONTRACT §1 and the guide's application queries: each must return data.
+const WITH_DATA: &[&str] = &[
+    "rate(http_requests_total[5m])",
+    "sum(rate(http_requests_total[5m])) by (path)",
+    "sum(rate(http_requests_total[5m])) by (status)",
+    r#"rate(http_requests_total{status=~"5.."}[5m])"#,
+    r#"100 * sum(rate(http_requests_total{status=~"[45].."}[5m])) / sum(rate(http_requests_total[5m]))"#,
+    "histogram_quantile(0.50, rate(http_request_duration_seconds_bucket[5m]))",
+    "histogram_quantile(0.95, rate(http_request_duration_seconds_bucket[5m]))",
+    "histogram_quantile(0.99, rate(http_request_duration_seconds_bucket[5m]))",
+    "topk(10, rate(http_requests_total[5m]))",
+    "100 * rate(process_cpu_seconds_total[5m])",
+    "process_resident_memory_bytes",
+    "sum(increase(multiweb_products_created_total[1h]))",
+    "sum(increase(multiweb_transactions_completed_total[1h]))",
+    "multiweb_active_users",
+    "avg_over_time(rate(http_requests_total[5m])[1h:5m])",
+    r#"rate(http_requests_total{path="/api/v1/products/"}[5m])"#,
+    "topk(5, histogram_quantile(0.95, rate(http_request_duration_seconds_bucket[5m]))) by (path)",
+    r#"rate(http_requests_total{namespace="$namespace"}[5m])"#,
+];
+
+/// Queries that only parse here, with the reason they return nothing.
+const PARSE_ONLY: &[(&str, &str)] = &[
+    (
+        "sum(rate(container_cpu_usage_seconds_total[5m])) by (pod)",
+        "cAdvisor",
+    ),
+    (
+        "100 * process_resident_memory_bytes / node_memory_MemTotal_bytes",
+        "node_exporter",
+    ),
+    ("rate(node_disk_read_bytes_total[5m])", "node_exporter"),
+    ("rate(node_disk_written_bytes_total[5m])", "node_exporter"),
+    ("pg_stat_database_numbackends", "postgres_exporter"),
+    (
+        "rate(pg_stat_database_xact_commit[5m])",
+        "postgres_exporter",
+    ),
+    (
+        "pg_stat_statements_mean_exec_time_seconds",
+        "postgres_exporter",
+    ),
+    ("rate(redis_commands_processed_total[5m])", "redis_exporter"),
+    ("redis_memory_used_bytes", "redis_exporter"),
+    (
+        "rate(redis_keyspace_hits_total[5m]) / (rate(redis_keyspace_hits_total[5m]) + rate(redis_keyspace_misses_total[5m]))",
+        "redis_exporter",
+    ),
+    (
+        "label_values(kube_pod_info, namespace)",
+        "Grafana variable syntax over kube-state-metrics; checked as kube_pod_info",
+    ),
+    (
+        r#"100 * container_memory_working_set_bytes{pod=~"multiweb-api.*"} / container_spec_memory_limit_bytes"#,
+        "cAdvisor",
+    ),
+    (
+        "100 * rate(process_cpu_seconds_total[5m]) > 80",
+        "a threshold: empty unless the CPU is saturated",
+    ),
+    (
+        "histogram_quantile(0.95, rate(http_request_duration_seconds_bucket[5m])) > 2 * avg_over_time(histogram_quantile(0.95, rate(http_request_duration_seconds_bucket[5m]))[1h:])",
+        "an anomaly threshold: empty unless latency jumps",
+    ),
+];
+
+#[test]
+fn the_guides_queries_return_data_from_a_real_prometheus() {
+    let app = start_marketplace(&["--demo-load"], &[]);
+    let prometheus = Prometheus::start(app.addr, None);
+    // Two scrapes of a counter that moved give `rate` something to show.
+    prometheus.wait_for_data(&for_short_test("sum(rate(http_requests_total[5m])) > 0"));
+    prometheus.wait_for_data(&for_short_test(
+        r#"sum(rate(http_requests_total{status=~"5.."}[5m])) > 0"#,
+    ));
+    std::thread::sleep(Duration::from_secs(2));
+
+    let mut empty = Vec::new();
+    for expr in WITH_DATA {
+        let series = prometheus.series(&for_short_test(expr));
+        if series.is_empty() {
+            empty.push(*expr);
+        }
+    }
+    assert!(
+        empty.is_empty(),
+        "queries that returned no data: {empty:#?}"
+    );
+
+    for (expr, reason) in PARSE_ONLY {
+        let expr = expr.replace("label_values(kube_pod_info, namespace)", "kube_pod_info");
+        let answer = prometheus.query(&for_short_test(&expr));
+        assert_eq!(answer["status"], "success", "{expr} ({reason}): {answer}");
+    }
+
+    // Labels are what the guide's PromQL selects on.
+    let by_status = prometheus.series(&for_short_test(
+        "sum(rate(http_requests_total[5m])) by (status)",
+    ));
+    let statuses: Vec<&str> = by_status
+        .iter()
+        .filter_map(|s| s["metric"]["status"].as_str())
+        .collect();
+    assert!(
+        statuses.contains(&"200") && statuses.contains(&"500"),
+        "{statuses:?}"
+    );
+    let paths = prometheus.series("count by (path) (http_requests_total)");
+    let paths: Vec<&str> = paths
+        .iter()
+        .filter_map(|s| s["metric"]["path"].as_str())
+        .collect();
+    assert!(
+        paths.contains(&"/api/v1/products/{id}"),
+        "templates, not raw paths: {paths:?}"
+    );
+    assert!(
+        !paths.iter().any(|p| p.contains("999")),
+        "no raw ids in labels: {paths:?}"
+    );
+    let transactions = prometheus.series("multiweb_transactions_completed_total");
+    let methods: Vec<&str> = transactions
+        .iter()
+        .filter_map(|s| s["metric"]["method"].as_str())
+        .collect();
+    assert!(
+        methods.contains(&"card") && methods.contains(&"bank_transfer"),
+        "{methods:?}"
+    );
+}
