@@ -127,7 +127,7 @@ fn logs_are_one_json_object_per_line_with_span_fields_flattened() {
     );
     let fields = line.as_object().unwrap();
     assert_eq!(fields["level"], "info");
-    assert_eq!(fields["target"], "marketplace");
+    assert_eq!(fields["target"], "marketplace::api");
     assert_eq!(
         fields["user_id"], "123",
         "the span's field is at the top level"

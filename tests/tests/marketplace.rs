@@ -5,7 +5,7 @@ use multiweb_telemetry::testing::Exposition;
 use multiweb_tests::{http_request, start_marketplace};
 
 #[test]
-fn business_events_move_their_metrics_and_bad_input_is_a_client_error() {
+fn business_events_move_their_metrics() {
     let app = start_marketplace(&[], &[]);
     let post = |path: &str, headers: &[(&str, &str)], body: &str| {
         http_request(app.addr, "POST", path, headers, body)
@@ -104,6 +104,21 @@ fn business_events_move_their_metrics_and_bad_input_is_a_client_error() {
     );
     assert_eq!(metrics().value("multiweb_active_users", &[]), Some(0.0));
 
+    // The session's user is on the request's log lines; its token is nowhere.
+    let message_line = app.wait_json(|v| v["message"] == "message sent");
+    assert_eq!(message_line["user_id"], user_id.to_string());
+    let raw = app.stdout_lines().join("\n");
+    assert!(
+        !raw.contains(&token),
+        "the session token leaked into the log"
+    );
+}
+
+#[test]
+fn bad_input_is_a_client_error_with_a_json_body() {
+    let app = start_marketplace(&[], &[]);
+    let post = |path: &str, body: &str| http_request(app.addr, "POST", path, &[], body);
+
     // Bad JSON and missing fields: 4xx with a JSON error body, never a 500.
     for (path, body) in [
         ("/api/v1/products/", r#"{"name":"#),
@@ -114,7 +129,7 @@ fn business_events_move_their_metrics_and_bad_input_is_a_client_error() {
         ),
         ("/api/v1/users/", "[]"),
     ] {
-        let response = post(path, &[], body);
+        let response = post(path, body);
         assert!(
             (400..500).contains(&response.status),
             "{path} {body}: {}",
@@ -124,13 +139,8 @@ fn business_events_move_their_metrics_and_bad_input_is_a_client_error() {
         assert!(error["error"].is_string(), "{}", response.body);
     }
     assert_eq!(app.get("/api/v1/products/4242", &[]).status, 404);
-
-    // The session's user is on the request's log lines; its token is nowhere.
-    let message_line = app.wait_json(|v| v["message"] == "message sent");
-    assert_eq!(message_line["user_id"], user_id.to_string());
-    let raw = app.stdout_lines().join("\n");
-    assert!(
-        !raw.contains(&token),
-        "the session token leaked into the log"
-    );
+    let server_errors = Exposition::parse(&app.get("/metrics", &[]).body)
+        .find("http_requests_total", &[("status", "500")])
+        .count();
+    assert_eq!(server_errors, 0);
 }
