@@ -119,6 +119,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/v1/messages/", post(send_message))
         .route("/api/v1/debug/error", get(debug_error))
         .route("/api/v1/debug/slow", get(debug_slow))
+        .route("/api/v1/debug/panic", get(debug_panic))
         .route("/health", get(|| async { Json(json!({ "status": "ok" })) }))
         .with_state(state)
 }
@@ -292,6 +293,12 @@ async fn debug_error() -> ApiError {
         StatusCode::INTERNAL_SERVER_ERROR,
         "simulated failure".into(),
     )
+}
+
+/// `GET /api/v1/debug/panic`: the handler panics; `CatchPanicLayer` turns
+/// that into a 500 and the process keeps serving.
+async fn debug_panic() -> &'static str {
+    panic!("simulated panic in a handler")
 }
 
 #[derive(Deserialize)]

@@ -76,7 +76,9 @@ async fn main() -> ExitCode {
     business::declare();
     let app = api::router(api::AppState::default())
         .route_service("/metrics", telemetry.metrics_service())
-        .layer(tower_http::catch_panic::CatchPanicLayer::new())
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            multiweb_telemetry::http::panic_response,
+        ))
         .layer(multiweb_telemetry::http::layer());
     if args.demo_load {
         tokio::spawn(demo_load::run(app.clone()));

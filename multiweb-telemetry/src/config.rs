@@ -25,6 +25,7 @@ pub(crate) mod vars {
     pub(crate) const RUST_LOG: &str = "RUST_LOG";
     pub(crate) const MULTIWEB_METRICS_ADDR: &str = "MULTIWEB_METRICS_ADDR";
     pub(crate) const MULTIWEB_LOG_FORMAT: &str = "MULTIWEB_LOG_FORMAT";
+    pub(crate) const MULTIWEB_METRICS_TOKEN: &str = "MULTIWEB_METRICS_TOKEN";
     pub(crate) const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
     pub(crate) const OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: &str =
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
@@ -95,6 +96,7 @@ pub enum LogFormat {
 /// | [`log_filter`](Self::log_filter) | `RUST_LOG` | `info` |
 /// | [`log_format`](Self::log_format) | `MULTIWEB_LOG_FORMAT` (`json` or `pretty`) | `json` |
 /// | [`metrics_addr`](Self::metrics_addr) | `MULTIWEB_METRICS_ADDR` | no standalone listener |
+/// | [`metrics_token`](Self::metrics_token) | `MULTIWEB_METRICS_TOKEN` | no token |
 /// | [`otlp_endpoint`](Self::otlp_endpoint) | `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `OTEL_EXPORTER_OTLP_ENDPOINT` | none: spans are not exported |
 /// | [`otlp_protocol`](Self::otlp_protocol) | `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, `OTEL_EXPORTER_OTLP_PROTOCOL` (`grpc` or `http/protobuf`) | `http/protobuf` |
 /// | [`sampler`](Self::sampler) | `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG` | `parentbased_always_on` |
@@ -111,6 +113,7 @@ pub struct TelemetryBuilder {
     pub(crate) log_filter: Option<String>,
     pub(crate) log_format: Option<LogFormat>,
     pub(crate) metrics_addr: Option<SocketAddr>,
+    pub(crate) metrics_token: Option<String>,
     pub(crate) log_buffer_lines: Option<usize>,
     pub(crate) default_buckets: Option<Vec<f64>>,
     pub(crate) buckets_for: Vec<(String, Vec<f64>)>,
@@ -133,6 +136,10 @@ impl fmt::Debug for TelemetryBuilder {
             .field("log_filter", &self.log_filter)
             .field("log_format", &self.log_format)
             .field("metrics_addr", &self.metrics_addr)
+            .field(
+                "metrics_token",
+                &self.metrics_token.as_ref().map(|_| "<redacted>"),
+            )
             .field("log_buffer_lines", &self.log_buffer_lines)
             .field("default_buckets", &self.default_buckets)
             .field("buckets_for", &self.buckets_for)
@@ -195,6 +202,15 @@ impl TelemetryBuilder {
     /// mount [`metrics_service`](crate::metrics::metrics_service) on your router instead.
     pub fn metrics_addr(mut self, addr: SocketAddr) -> Self {
         self.metrics_addr = Some(addr);
+        self
+    }
+
+    /// Requires `Authorization: Bearer <token>` on `/metrics`, both on the
+    /// standalone listener and on [`TelemetryGuard::metrics_service`](crate::TelemetryGuard::metrics_service).
+    ///
+    /// Overrides `MULTIWEB_METRICS_TOKEN`. Defaults to no token.
+    pub fn metrics_token(mut self, token: impl Into<String>) -> Self {
+        self.metrics_token = Some(token.into());
         self
     }
 
@@ -348,6 +364,12 @@ impl TelemetryBuilder {
             })?,
         };
 
+        let metrics_token = match &self.metrics_token {
+            Some(token) => Some(token.clone()),
+            None => env.get(vars::MULTIWEB_METRICS_TOKEN)?,
+        }
+        .filter(|token| !token.is_empty());
+
         let log_buffer_lines = self.log_buffer_lines.unwrap_or(DEFAULT_LOG_BUFFER_LINES);
         if log_buffer_lines == 0 {
             return Err(Error::InvalidSetting {
@@ -367,6 +389,7 @@ impl TelemetryBuilder {
             log_filter: self.resolve_log_filter(&env)?,
             log_format,
             metrics_addr,
+            metrics_token,
             log_buffer_lines,
             buckets: self.resolve_buckets()?,
             process_metrics: self.process_metrics.unwrap_or(true),
@@ -588,6 +611,7 @@ pub(crate) struct Config {
     pub(crate) log_filter: tracing_subscriber::EnvFilter,
     pub(crate) log_format: LogFormat,
     pub(crate) metrics_addr: Option<SocketAddr>,
+    pub(crate) metrics_token: Option<String>,
     pub(crate) log_buffer_lines: usize,
     pub(crate) buckets: Buckets,
     pub(crate) process_metrics: bool,

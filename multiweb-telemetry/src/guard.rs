@@ -27,6 +27,8 @@ use crate::metrics::{Exporter, MetricsService, Upkeep};
 pub struct TelemetryGuard {
     /// `None` for a guard of [`build_dispatch`](crate::TelemetryBuilder::build_dispatch).
     pub(crate) exporter: Option<Arc<Exporter>>,
+    /// Required on `/metrics` when set (`MULTIWEB_METRICS_TOKEN`).
+    pub(crate) metrics_token: Option<String>,
     pub(crate) tracer_provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
     pub(crate) log_worker: Option<crate::log::WriterGuard>,
     pub(crate) listener: Option<RunningListener>,
@@ -45,10 +47,17 @@ impl fmt::Debug for TelemetryGuard {
 impl TelemetryGuard {
     /// A service answering with the `/metrics` exposition, to mount on the
     /// application's router.
+    ///
+    /// It requires the bearer token when one is configured
+    /// (`MULTIWEB_METRICS_TOKEN`).
     pub fn metrics_service(&self) -> MetricsService {
-        match &self.exporter {
+        let service = match &self.exporter {
             Some(exporter) => MetricsService::with_exporter(Arc::clone(exporter)),
             None => crate::metrics::metrics_service(),
+        };
+        match &self.metrics_token {
+            Some(token) => service.require_bearer_token(token.clone()),
+            None => service,
         }
     }
 

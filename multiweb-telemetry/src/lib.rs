@@ -122,9 +122,11 @@ impl TelemetryBuilder {
         log::install(&config, &logs, traces.tracer)?;
         let listener = listener
             .map(|listener| {
-                listener.start(crate::metrics::MetricsService::with_exporter(
-                    exporter.clone(),
-                ))
+                let service = crate::metrics::MetricsService::with_exporter(exporter.clone());
+                listener.start(match &config.metrics_token {
+                    Some(token) => service.require_bearer_token(token.clone()),
+                    None => service,
+                })
             })
             .transpose()?;
         tracing::debug!(
@@ -133,6 +135,7 @@ impl TelemetryBuilder {
             "telemetry initialized"
         );
         Ok(TelemetryGuard {
+            metrics_token: config.metrics_token.clone(),
             exporter: Some(exporter),
             tracer_provider: Some(traces.provider),
             log_worker: Some(logs.worker),
@@ -168,6 +171,7 @@ impl TelemetryBuilder {
         Ok((
             dispatch,
             TelemetryGuard {
+                metrics_token: None,
                 exporter: None,
                 tracer_provider: Some(traces.provider),
                 log_worker: Some(logs.worker),

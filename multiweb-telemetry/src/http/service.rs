@@ -111,6 +111,7 @@ fn request_span(method: usize, route: Option<&str>, path: &str) -> tracing::Span
         url.path = path,
         http.response.status_code = Empty,
         user_id = Empty,
+        error = Empty,
     );
     if !span.is_disabled() {
         match route {

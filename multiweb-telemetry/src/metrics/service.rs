@@ -21,18 +21,46 @@ const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 #[derive(Debug, Clone)]
 pub struct MetricsService {
     exporter: Option<Arc<Exporter>>,
+    token: Option<Arc<str>>,
 }
 
 impl MetricsService {
     /// Serves the globally installed exporter (looked up at each request).
     pub(crate) fn new() -> Self {
-        Self { exporter: None }
+        Self {
+            exporter: None,
+            token: None,
+        }
     }
 
     pub(crate) fn with_exporter(exporter: Arc<Exporter>) -> Self {
         Self {
             exporter: Some(exporter),
+            token: None,
         }
+    }
+
+    /// Answers `401 Unauthorized` unless the request carries
+    /// `Authorization: Bearer <token>`. The token is compared in constant
+    /// time. Prometheus sends it with `authorization: { credentials: ... }`
+    /// (or `bearer_token_file`) in its scrape config. Defaults to no token.
+    #[must_use]
+    pub fn require_bearer_token(mut self, token: impl Into<String>) -> Self {
+        let token: String = token.into();
+        self.token = (!token.is_empty()).then(|| Arc::from(token));
+        self
+    }
+
+    fn authorized(&self, headers: &http::HeaderMap) -> bool {
+        let Some(expected) = &self.token else {
+            return true;
+        };
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        constant_time_eq(given.as_bytes(), expected.as_bytes())
     }
 
     fn respond(&self) -> Response<String> {
@@ -63,7 +91,55 @@ impl<B> tower::Service<Request<B>> for MetricsService {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, _request: Request<B>) -> Self::Future {
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        if !self.authorized(request.headers()) {
+            let mut response = Response::new("a bearer token is required\n".to_owned());
+            *response.status_mut() = StatusCode::UNAUTHORIZED;
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return ready(Ok(response));
+        }
         ready(Ok(self.respond()))
+    }
+}
+
+/// Compares without an early exit, so the time taken does not tell how many
+/// leading bytes matched (the length may still show).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0_u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    async fn status(service: MetricsService, authorization: Option<&str>) -> u16 {
+        let mut request = Request::get("/metrics");
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        let response = service.oneshot(request.body(()).unwrap()).await.unwrap();
+        response.status().as_u16()
+    }
+
+    #[tokio::test]
+    async fn a_required_token_is_checked() {
+        let open = MetricsService::new();
+        assert_eq!(
+            status(open, None).await,
+            503,
+            "no token: served (uninitialized here)"
+        );
+        let locked = MetricsService::new().require_bearer_token("s3cret");
+        assert_eq!(status(locked.clone(), None).await, 401);
+        assert_eq!(status(locked.clone(), Some("Bearer wrong!")).await, 401);
+        assert_eq!(status(locked.clone(), Some("Bearer s3cre")).await, 401);
+        assert_eq!(status(locked.clone(), Some("s3cret")).await, 401);
+        assert_eq!(status(locked, Some("Bearer s3cret")).await, 503);
     }
 }
