@@ -35,6 +35,8 @@ pub(crate) mod vars {
     pub(crate) const OTEL_TRACES_SAMPLER: &str = "OTEL_TRACES_SAMPLER";
     pub(crate) const OTEL_TRACES_SAMPLER_ARG: &str = "OTEL_TRACES_SAMPLER_ARG";
     pub(crate) const MULTIWEB_TRACES_KEEP_ERRORS: &str = "MULTIWEB_TRACES_KEEP_ERRORS";
+    pub(crate) const OTEL_EXPORTER_OTLP_HEADERS: &str = "OTEL_EXPORTER_OTLP_HEADERS";
+    pub(crate) const OTEL_EXPORTER_OTLP_TRACES_HEADERS: &str = "OTEL_EXPORTER_OTLP_TRACES_HEADERS";
 }
 
 /// The OTLP transport.
@@ -479,6 +481,7 @@ impl TelemetryBuilder {
                 })?
                 .unwrap_or(true),
         };
+        check_otlp_headers(env)?;
         let queue_size = self.span_queue_size.unwrap_or(2048);
         if queue_size == 0 {
             return Err(Error::InvalidSetting {
@@ -662,6 +665,34 @@ fn parse_endpoint(raw: &str) -> Result<(), Rejection> {
         Ok(_) => Err((EXPECTED, None)),
         Err(err) => Err((EXPECTED, Some(Box::new(err)))),
     }
+}
+
+/// The exporter reads the OTLP header variables itself and skips malformed
+/// entries silently; check them here so a typo is an error naming the
+/// variable (with the value redacted: headers carry credentials).
+fn check_otlp_headers(env: &Env<'_>) -> Result<(), Error> {
+    for name in [
+        vars::OTEL_EXPORTER_OTLP_HEADERS,
+        vars::OTEL_EXPORTER_OTLP_TRACES_HEADERS,
+    ] {
+        env.parse(name, parse_resource_attributes)
+            .map_err(|err| match err {
+                // Header values are credentials: never print them.
+                Error::InvalidEnv {
+                    name,
+                    expected,
+                    source,
+                    ..
+                } => Error::InvalidEnv {
+                    name,
+                    value: "<redacted>".to_owned(),
+                    expected,
+                    source,
+                },
+                other => other,
+            })?;
+    }
+    Ok(())
 }
 
 fn parse_bool(raw: &str) -> Option<bool> {
@@ -940,6 +971,28 @@ mod tests {
                 "{message}"
             );
         }
+    }
+
+    #[test]
+    fn malformed_otlp_headers_are_errors_that_do_not_print_the_value() {
+        for name in [
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+        ] {
+            let message = env_error(name, "api-key-s3cret");
+            assert_eq!(
+                message,
+                format!(
+                    "invalid value \"<redacted>\" for environment variable {name}: \
+                     expected comma-separated `key=value` pairs with non-empty keys"
+                )
+            );
+        }
+        let ok = resolve(
+            &TelemetryBuilder::default(),
+            &[("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=abc,tenant=t1")],
+        );
+        assert!(ok.is_ok());
     }
 
     #[test]
