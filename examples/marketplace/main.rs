@@ -17,12 +17,25 @@ use std::process::ExitCode;
 struct Args {
     listen: SocketAddr,
     demo_load: bool,
+    layer: LayerMode,
+}
+
+/// `--http-layer`: what the HTTP layer records (for load comparisons).
+#[derive(Clone, Copy, PartialEq)]
+enum LayerMode {
+    /// Metrics, span and access log (the default).
+    Full,
+    /// Metrics only.
+    Metrics,
+    /// No HTTP layer at all.
+    Off,
 }
 
 impl Args {
     fn parse(mut args: impl Iterator<Item = String>) -> Result<Self, String> {
         let mut listen = SocketAddr::from(([127, 0, 0, 1], 8080));
         let mut demo_load = false;
+        let mut layer = LayerMode::Full;
         while let Some(arg) = args.next() {
             match arg.as_str() {
                 "--listen" => {
@@ -32,6 +45,18 @@ impl Args {
                         .map_err(|e| format!("--listen {value:?}: {e}"))?;
                 }
                 "--demo-load" => demo_load = true,
+                "--http-layer" => {
+                    layer = match args.next().as_deref() {
+                        Some("full") => LayerMode::Full,
+                        Some("metrics") => LayerMode::Metrics,
+                        Some("off") => LayerMode::Off,
+                        other => {
+                            return Err(format!(
+                                "--http-layer takes full, metrics or off, not {other:?}"
+                            ));
+                        }
+                    }
+                }
                 "--help" | "-h" => {
                     return Err(
                         "usage: marketplace [--listen 127.0.0.1:8080] [--demo-load]".to_owned()
@@ -40,7 +65,11 @@ impl Args {
                 other => return Err(format!("unknown argument {other:?}; try --help")),
             }
         }
-        Ok(Self { listen, demo_load })
+        Ok(Self {
+            listen,
+            demo_load,
+            layer,
+        })
     }
 }
 
@@ -78,8 +107,16 @@ async fn main() -> ExitCode {
         .route_service("/metrics", telemetry.metrics_service())
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             multiweb_telemetry::http::panic_response,
-        ))
-        .layer(multiweb_telemetry::http::layer());
+        ));
+    let app = match args.layer {
+        LayerMode::Full => app.layer(multiweb_telemetry::http::layer()),
+        LayerMode::Metrics => app.layer(
+            multiweb_telemetry::http::layer()
+                .span(false)
+                .access_log(false),
+        ),
+        LayerMode::Off => app,
+    };
     if args.demo_load {
         tokio::spawn(demo_load::run(app.clone()));
     }

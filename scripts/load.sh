@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Real HTTP load against the marketplace example (release build), comparing
+# telemetry off, metrics only, and everything on (metrics, access log to a
+# file, spans exported to rotel at ratio 0.1). Prints requests per second and
+# p50/p99 latency, and the ratios recorded in BENCHMARKS.md.
+#
+#   bash scripts/load.sh            # 10 s per configuration
+#   DURATION=30s bash scripts/load.sh
+#
+# Needs wrk (apt-get install -y wrk) and rotel (scripts/install-test-tools.sh).
+# Every process it starts is stopped by PID; everything listens on 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION="${DURATION:-10s}"
+CONNECTIONS="${CONNECTIONS:-32}"
+command -v wrk >/dev/null || { echo "load.sh: wrk is missing: apt-get install -y wrk" >&2; exit 1; }
+bash scripts/install-test-tools.sh >/dev/null
+ROTEL="${ROTEL_AGENT:-$(ls .venv/lib/python*/site-packages/rotel/rotel-agent | head -n1)}"
+cargo build --release --example marketplace -q
+APP=target/release/examples/marketplace
+WORK=$(mktemp -d)
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+
+grpc=$(free_port); http=$(free_port)
+"$ROTEL" start --otlp-grpc-endpoint "127.0.0.1:$grpc" --otlp-http-endpoint "127.0.0.1:$http" --exporter blackhole >/dev/null 2>&1 &
+pids+=($!)
+wait_port "$grpc"
+
+# run NAME LAYER [ENV...]: starts the app, loads it, prints "NAME rps p50_ms p99_ms".
+run() {
+  local name=$1 layer=$2; shift 2
+  local port; port=$(free_port)
+  env "$@" "$APP" --listen "127.0.0.1:$port" --http-layer "$layer" >"$WORK/$name.log" 2>&1 &
+  local pid=$!; pids+=("$pid")
+  wait_port "$port"
+  wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$port/api/v1/products/" >/dev/null  # warm-up
+  wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "http://127.0.0.1:$port/api/v1/products/" >"$WORK/$name.wrk"
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  python3 - "$name" "$WORK/$name.wrk" <<'PY'
+import re, sys
+name, path = sys.argv[1], sys.argv[2]
+text = open(path).read()
+def ms(label):
+    m = re.search(r"^\s*%s%%\s+([\d.]+)(us|ms|s)" % label, text, re.M)
+    value, unit = float(m.group(1)), m.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+print(name, rps, ms("50"), ms("99"))
+PY
+}
+
+{
+  run off off OTEL_SDK_DISABLED=true
+  run metrics metrics OTEL_SDK_DISABLED=true
+  run full full OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$grpc" OTEL_EXPORTER_OTLP_PROTOCOL=grpc OTEL_TRACES_SAMPLER_ARG=0.1
+} | tee "$WORK/results"
+
+python3 - "$WORK/results" <<'PY'
+import sys
+rows = {n: (float(r), float(p50), float(p99)) for n, r, p50, p99 in (l.split() for l in open(sys.argv[1]))}
+off = rows["off"]
+print()
+print("| configuration | requests/s | p50 | p99 | throughput vs off | p99 vs off |")
+print("|---|---|---|---|---|---|")
+for name in ("off", "metrics", "full"):
+    r, p50, p99 = rows[name]
+    print(f"| {name} | {r:.0f} | {p50:.2f} ms | {p99:.2f} ms | {r / off[0]:.2f} | {p99 / off[2]:.2f} |")
+PY
