@@ -2,7 +2,9 @@
 # Installs what the test suite needs, skipping what is already there:
 # - Prometheus and promtool, from Debian's packages;
 # - rotel, a real OTLP collector, from PyPI into ./.venv (the tests look for
-#   .venv/lib/python*/site-packages/rotel/rotel-agent, or $ROTEL_AGENT).
+#   .venv/lib/python*/site-packages/rotel/rotel-agent, or $ROTEL_AGENT);
+# - pandas and scipy into ./.venv, to run the guide's analysis snippet on the
+#   CSV files of the collect_metrics example.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,3 +35,10 @@ if [ -z "${ROTEL_AGENT:-}" ] && [ -z "$(rotel_agent)" ]; then
   .venv/bin/pip install --quiet --disable-pip-version-check --pre "rotel==$ROTEL_VERSION"
 fi
 echo "install-test-tools: rotel-agent at ${ROTEL_AGENT:-$(rotel_agent)}"
+
+if ! .venv/bin/python3 -c 'import pandas, scipy' >/dev/null 2>&1; then
+  echo "install-test-tools: installing pandas and scipy into .venv"
+  [ -x .venv/bin/pip ] || python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check pandas scipy
+fi
+echo "install-test-tools: pandas $(.venv/bin/python3 -c 'import pandas; print(pandas.__version__)')"

@@ -745,6 +745,23 @@ impl Prometheus {
             .unwrap_or_else(|e| panic!("prometheus answered {}: {e}", response.body))
     }
 
+    /// The result of an instant query evaluated at `time` (RFC 3339 or unix
+    /// seconds).
+    pub fn query_at(&self, expr: &str, time: &str) -> Vec<serde_json::Value> {
+        let path = format!(
+            "/api/v1/query?query={}&time={}",
+            url_encode(expr),
+            url_encode(time)
+        );
+        let response = http_request(self.addr, "GET", &path, &[], "");
+        let answer: serde_json::Value = serde_json::from_str(&response.body).expect("JSON");
+        assert_eq!(answer["status"], "success", "{expr}: {answer}");
+        answer["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// The series an instant query returns (panics on a query error).
     pub fn series(&self, expr: &str) -> Vec<serde_json::Value> {
         let answer = self.query(expr);
