@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs, skipping what is already there:
 # - Prometheus and promtool, from Debian's packages;
+# - amtool (Alertmanager) and docker-compose, from Debian's packages, for the
+#   checks of the deploy/ assets (tests/tests/deploy_assets.rs);
 # - rotel, a real OTLP collector, from PyPI into ./.venv (the tests look for
 #   .venv/lib/python*/site-packages/rotel/rotel-agent, or $ROTEL_AGENT);
 # - pandas and scipy into ./.venv, to run the guide's analysis snippet on the
@@ -13,6 +15,8 @@ ROTEL_VERSION="0.0.1a15"
 need_apt=()
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
+command -v amtool >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
+command -v docker-compose >/dev/null 2>&1 || need_apt+=(docker-compose)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   if ! command -v apt-get >/dev/null 2>&1; then
@@ -27,6 +31,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     $(printf '%s\n' "${need_apt[@]}" | sort -u) >/dev/null
 fi
 echo "install-test-tools: promtool $(promtool --version 2>&1 | head -n1 | awk '{print $3}')"
+echo "install-test-tools: amtool $(amtool --version 2>&1 | head -n1 | awk '{print $3}')"
+echo "install-test-tools: docker-compose $(docker-compose version --short 2>/dev/null || true)"
 
 rotel_agent() { ls .venv/lib/python*/site-packages/rotel/rotel-agent 2>/dev/null | head -n1; }
 if [ -z "${ROTEL_AGENT:-}" ] && [ -z "$(rotel_agent)" ]; then
