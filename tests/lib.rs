@@ -785,6 +785,19 @@ impl Prometheus {
         }
     }
 
+    /// Every rule Prometheus loaded (`/api/v1/rules`), flattened out of
+    /// their groups.
+    pub fn rules(&self) -> Vec<serde_json::Value> {
+        let response = http_request(self.addr, "GET", "/api/v1/rules", &[], "");
+        let answer: serde_json::Value = serde_json::from_str(&response.body).expect("rules JSON");
+        answer["data"]["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|group| group["rules"].as_array().cloned().unwrap_or_default())
+            .collect()
+    }
+
     /// The active alerts (`/api/v1/alerts`).
     pub fn alerts(&self) -> Vec<serde_json::Value> {
         let response = http_request(self.addr, "GET", "/api/v1/alerts", &[], "");

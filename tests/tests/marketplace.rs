@@ -144,3 +144,70 @@ fn bad_input_is_a_client_error_with_a_json_body() {
         .count();
     assert_eq!(server_errors, 0);
 }
+
+/// `|~ "status=[45][0-9]{2}"` on a raw line.
+fn status_4xx_5xx(line: &str) -> bool {
+    line.match_indices("status=").any(|(i, _)| {
+        let code = line.as_bytes().get(i + 7..i + 10).unwrap_or_default();
+        code.len() == 3
+            && matches!(code[0], b'4' | b'5')
+            && code[1..].iter().all(u8::is_ascii_digit)
+    })
+}
+
+#[test]
+fn the_guides_logql_filters_select_the_right_lines() {
+    let app = start_marketplace(&[], &[]);
+    assert_eq!(app.get("/api/v1/debug/slow?ms=1100", &[]).status, 200);
+    assert_eq!(
+        app.get("/api/v1/products/", &[("x-user-id", "123")]).status,
+        200
+    );
+    assert_eq!(app.get("/api/v1/debug/error", &[]).status, 500);
+    assert_eq!(app.get("/api/v1/products/77", &[]).status, 404);
+    app.wait_json(|v| v["path"] == "/api/v1/products/77");
+    let raw = app.stdout_lines();
+    let lines: Vec<serde_json::Value> = raw
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let access = |pred: &dyn Fn(&serde_json::Value) -> bool| -> Vec<String> {
+        lines
+            .iter()
+            .filter(|l| pred(l))
+            .map(|l| format!("{} {}", l["path"].as_str().unwrap_or("-"), l["message"]))
+            .collect()
+    };
+    // | json | duration > 1.0
+    let slow = access(&|l| l["duration"].as_f64().is_some_and(|d| d > 1.0));
+    assert_eq!(slow.len(), 1, "{slow:?}");
+    assert!(slow[0].starts_with("/api/v1/debug/slow "));
+    // | json | level="error": the handler's own error line and the access line
+    let errors = access(&|l| l["level"] == "error");
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        lines
+            .iter()
+            .filter(|l| l["level"] == "error")
+            .all(|l| l["http.route"] == "/api/v1/debug/error")
+    );
+    // | json | user_id="123": the handler's line and the access line of that request
+    let user = access(&|l| l["user_id"] == "123");
+    assert_eq!(user.len(), 2, "{user:?}");
+    // | json | status=~"2.."
+    let ok = access(&|l| {
+        l["status"]
+            .as_u64()
+            .is_some_and(|s| (200..300).contains(&s))
+    });
+    assert_eq!(ok.len(), 2, "{ok:?}");
+    // |~ "status=[45][0-9]{2}" on the raw lines: the 500 and the 404
+    let raw_matches: Vec<&String> = raw.iter().filter(|l| status_4xx_5xx(l)).collect();
+    assert_eq!(raw_matches.len(), 2, "{raw_matches:#?}");
+    // line_format "{{.timestamp}} {{.message}}" has both fields on every line
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["timestamp"].is_string() && l["message"].is_string())
+    );
+}

@@ -149,3 +149,103 @@ fn the_guides_queries_return_data_from_a_real_prometheus() {
         "{methods:?}"
     );
 }
+
+/// Every `expr` in a dashboard JSON document.
+fn dashboard_exprs(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, value) in map {
+                match value {
+                    serde_json::Value::String(expr) if key == "expr" => out.push(expr.clone()),
+                    _ => dashboard_exprs(value, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| dashboard_exprs(v, out)),
+        _ => {}
+    }
+}
+
+fn deploy_file(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy")
+        .join(path)
+}
+
+/// The shipped alert rules and dashboards against the real Prometheus: every
+/// rule loads and evaluates, `HighErrorRate` becomes pending when the error
+/// endpoint is hammered, and every dashboard query returns data except those
+/// that need exporters the application is not.
+#[test]
+fn shipped_rules_and_dashboards_work_against_a_real_prometheus() {
+    let app = start_marketplace(&["--demo-load"], &[]);
+    // The one change to the rules file: evaluate every second, not every 30 s.
+    let rules = std::fs::read_to_string(deploy_file("prometheus/alerts.yml"))
+        .expect("deploy/prometheus/alerts.yml")
+        .replace("interval: 30s", "interval: 1s");
+    let prometheus = Prometheus::start(app.addr, Some(&rules));
+    prometheus.wait_for_data(&for_short_test("sum(rate(http_requests_total[5m])) > 0"));
+    for _ in 0..200 {
+        assert_eq!(app.get("/api/v1/debug/error", &[]).status, 500);
+    }
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let high_error_rate = loop {
+        let alert = prometheus
+            .alerts()
+            .into_iter()
+            .find(|a| a["labels"]["alertname"] == "HighErrorRate");
+        if let Some(alert) = alert {
+            break alert;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "HighErrorRate never became active"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(
+        high_error_rate["state"], "pending",
+        "its `for: 5m` keeps it pending"
+    );
+    assert_eq!(high_error_rate["labels"]["severity"], "critical");
+
+    let loaded = prometheus.rules();
+    assert!(loaded.len() >= 12, "{} rules loaded", loaded.len());
+    for rule in &loaded {
+        assert_eq!(
+            rule["health"], "ok",
+            "rule {} failed: {}",
+            rule["name"], rule["lastError"]
+        );
+    }
+
+    let mut exprs = Vec::new();
+    for dashboard in [
+        "application-overview.json",
+        "api-performance.json",
+        "business-metrics.json",
+        "database-metrics.json",
+    ] {
+        let text = std::fs::read_to_string(deploy_file(&format!("grafana/dashboards/{dashboard}")))
+            .unwrap();
+        dashboard_exprs(&serde_json::from_str(&text).unwrap(), &mut exprs);
+    }
+    assert!(exprs.len() >= 20, "{} dashboard queries", exprs.len());
+    let mut empty = Vec::new();
+    for expr in &exprs {
+        let answer = prometheus.query(&for_short_test(expr));
+        assert_eq!(answer["status"], "success", "{expr}: {answer}");
+        let needs_exporter = expr.contains("pg_");
+        let has_data = answer["data"]["result"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty());
+        if !needs_exporter && !has_data {
+            empty.push(expr.clone());
+        }
+    }
+    assert!(
+        empty.is_empty(),
+        "dashboard queries without data: {empty:#?}"
+    );
+}
