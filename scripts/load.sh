@@ -33,6 +33,8 @@ pids+=($!)
 wait_port "$grpc"
 
 # run NAME LAYER [ENV...]: starts the app, loads it, prints "NAME rps p50_ms p99_ms".
+# With STORM=1, a second wrk fetches /metrics continuously during the load,
+# and the scrapes per second are written to $WORK/NAME.scrapes.
 run() {
   local name=$1 layer=$2; shift 2
   local port; port=$(free_port)
@@ -40,7 +42,15 @@ run() {
   local pid=$!; pids+=("$pid")
   wait_port "$port"
   wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$port/api/v1/products/" >/dev/null  # warm-up
+  local storm_pid=""
+  if [ "${STORM:-0}" = 1 ]; then
+    wrk -t1 -c1 -d"$DURATION" "http://127.0.0.1:$port/metrics" >"$WORK/$name.scrapes" &
+    storm_pid=$!
+  fi
   wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "http://127.0.0.1:$port/api/v1/products/" >"$WORK/$name.wrk"
+  [ -z "$storm_pid" ] || wait "$storm_pid"
+  # CPU seconds the app used (utime + stime), to separate scrape and request costs.
+  awk -v tck="$(getconf CLK_TCK)" '{print ($14 + $15) / tck}' "/proc/$pid/stat" >"$WORK/$name.cpu"
   kill "$pid"; wait "$pid" 2>/dev/null || true
   python3 - "$name" "$WORK/$name.wrk" <<'PY'
 import re, sys
@@ -59,7 +69,36 @@ PY
   run off off OTEL_SDK_DISABLED=true
   run metrics metrics OTEL_SDK_DISABLED=true
   run full full OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$grpc" OTEL_EXPORTER_OTLP_PROTOCOL=grpc OTEL_TRACES_SAMPLER_ARG=0.1
+  STORM=1 run storm metrics OTEL_SDK_DISABLED=true
 } | tee "$WORK/results"
+
+# Scrapes alone, to know what one scrape costs the app.
+port=$(free_port)
+OTEL_SDK_DISABLED=true "$APP" --listen "127.0.0.1:$port" --http-layer metrics >/dev/null 2>&1 &
+pid=$!; pids+=("$pid"); wait_port "$port"
+wrk -t1 -c1 -d"$DURATION" "http://127.0.0.1:$port/metrics" >"$WORK/scrape-only.wrk"
+scrape_cpu=$(awk -v tck="$(getconf CLK_TCK)" '{print ($14 + $15) / tck}' "/proc/$pid/stat")
+kill "$pid"; wait "$pid" 2>/dev/null || true
+
+python3 - "$WORK" "$DURATION" "$scrape_cpu" <<'PY'
+import re, sys
+work, duration, scrape_cpu = sys.argv[1], sys.argv[2], float(sys.argv[3])
+seconds = float(duration.rstrip("s"))
+def rate(path):
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", open(path).read()).group(1))
+req_metrics, cpu_metrics = rate(f"{work}/metrics.wrk"), float(open(f"{work}/metrics.cpu").read())
+scrapes_alone = rate(f"{work}/scrape-only.wrk")
+req_storm, scrapes_storm = rate(f"{work}/storm.wrk"), rate(f"{work}/storm.scrapes")
+cpu_storm = float(open(f"{work}/storm.cpu").read())
+per_request = cpu_metrics / (req_metrics * seconds)   # includes warm-up; same for both runs
+per_scrape = scrape_cpu / (scrapes_alone * seconds)
+scrape_share = scrapes_storm * per_scrape / (cpu_storm / seconds)
+print(f"\nscrape storm: {scrapes_storm:.0f} scrapes/s of /metrics during the load; one scrape costs "
+      f"{per_scrape * 1e6:.0f} us of app CPU, one request {per_request * 1e6:.1f} us")
+print(f"scrapes took {scrape_share:.0%} of the app's CPU during the storm; request throughput "
+      f"fell to {req_storm / req_metrics:.0%} of the metrics-only run "
+      f"(expected from the scrapes' CPU alone: {1 - scrape_share:.0%})")
+PY
 
 python3 - "$WORK/results" <<'PY'
 import sys
@@ -68,7 +107,7 @@ off = rows["off"]
 print()
 print("| configuration | requests/s | p50 | p99 | throughput vs off | p99 vs off |")
 print("|---|---|---|---|---|---|")
-for name in ("off", "metrics", "full"):
+for name in ("off", "metrics", "full", "storm"):
     r, p50, p99 = rows[name]
     print(f"| {name} | {r:.0f} | {p50:.2f} ms | {p99:.2f} ms | {r / off[0]:.2f} | {p99 / off[2]:.2f} |")
 PY
