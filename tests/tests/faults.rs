@@ -243,3 +243,58 @@ fn the_standalone_metrics_listener_can_require_a_token() {
     assert!(ok.body.contains("# TYPE process_cpu_seconds_total counter"));
     assert!(!app.stdout_lines().join("\n").contains("scrape-token"));
 }
+
+#[test]
+fn a_collector_down_from_the_start_keeps_memory_bounded_over_50_000_requests() {
+    let closed = multiweb_tests::free_port();
+    let endpoint = format!("http://127.0.0.1:{closed}");
+    let app = start_marketplace(
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ],
+    );
+    let resident = || {
+        Exposition::parse(&app.get("/metrics", &[]).body)
+            .value("process_resident_memory_bytes", &[])
+            .unwrap()
+    };
+    let load = |requests: usize| {
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let addr = app.addr;
+                std::thread::spawn(move || {
+                    for _ in 0..requests / 4 {
+                        assert_eq!(
+                            http_request(addr, "GET", "/api/v1/products/", &[], "").status,
+                            200
+                        );
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("every request succeeds");
+        }
+    };
+    load(5_000);
+    let baseline = resident();
+    load(45_000);
+    let growth = resident() - baseline;
+    assert!(
+        growth < 16.0 * 1024.0 * 1024.0,
+        "resident memory grew by {growth} bytes"
+    );
+    let metrics = Exposition::parse(&app.get("/metrics", &[]).body);
+    let dropped = metrics
+        .value("multiweb_telemetry_spans_dropped_total", &[])
+        .unwrap();
+    assert!(dropped > 0.0, "dropped spans are counted");
+    let warnings = app
+        .stdout_lines()
+        .iter()
+        .filter(|l| l.contains("span export failed"))
+        .count();
+    assert!((1..=2).contains(&warnings), "{warnings} warning lines");
+}
