@@ -13,7 +13,12 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::business::{self, PaymentMethod};
+use multiweb_telemetry::business_metric;
+
+use crate::business::{
+    ACTIVE_USERS, MESSAGES_SENT, PRODUCTS_CREATED, PaymentMethod, REVENUE_CENTS,
+    TRANSACTIONS_COMPLETED, USERS_REGISTERED,
+};
 
 /// The in-memory store.
 #[derive(Default)]
@@ -139,6 +144,7 @@ struct NewProduct {
 }
 
 #[tracing::instrument(name = "create_product", skip_all)]
+#[business_metric(count = PRODUCTS_CREATED)]
 async fn create_product(
     State(state): State<AppState>,
     _user: User,
@@ -160,7 +166,6 @@ async fn create_product(
     };
     store.products.push(product.clone());
     drop(store);
-    business::product_created();
     tracing::info!(product_id = product.id, "product created");
     Ok((StatusCode::CREATED, Json(product)))
 }
@@ -183,6 +188,7 @@ struct NewUser {
     name: String,
 }
 
+#[business_metric(count = USERS_REGISTERED)]
 async fn register_user(
     State(state): State<AppState>,
     body: Result<Json<NewUser>, JsonRejection>,
@@ -193,7 +199,6 @@ async fn register_user(
     let id = store.next_id;
     store.users.insert(id, new.name);
     drop(store);
-    business::user_registered();
     multiweb_telemetry::http::record_user_id(&id.to_string());
     tracing::info!("user registered");
     Ok((StatusCode::CREATED, Json(json!({ "id": id }))))
@@ -222,7 +227,7 @@ async fn login(
     store.sessions.insert(token.clone(), login.user_id);
     let active = store.sessions.len();
     drop(store);
-    business::active_users(active);
+    ACTIVE_USERS.set(active as f64);
     multiweb_telemetry::http::record_user_id(&login.user_id.to_string());
     tracing::info!("logged in");
     Ok(Json(json!({ "token": token })))
@@ -238,7 +243,7 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<Sta
         .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "no such session".into()))?;
     let active = store.sessions.len();
     drop(store);
-    business::active_users(active);
+    ACTIVE_USERS.set(active as f64);
     multiweb_telemetry::http::record_user_id(&user.to_string());
     tracing::info!("logged out");
     Ok(StatusCode::NO_CONTENT)
@@ -255,7 +260,8 @@ async fn complete_transaction(
     body: Result<Json<Transaction>, JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let Json(transaction) = body?;
-    business::transaction_completed(transaction.method, transaction.amount_cents);
+    TRANSACTIONS_COMPLETED.increment(&transaction.method);
+    REVENUE_CENTS.increment_by(transaction.amount_cents);
     tracing::info!(
         amount_cents = transaction.amount_cents,
         "transaction completed"
@@ -280,7 +286,7 @@ async fn send_message(
             "log in to send messages".into(),
         ));
     }
-    business::message_sent();
+    MESSAGES_SENT.increment();
     tracing::info!(to = message.to, length = message.text.len(), "message sent");
     Ok((StatusCode::CREATED, Json(json!({ "status": "sent" }))))
 }

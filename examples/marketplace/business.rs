@@ -1,76 +1,38 @@
-//! The guide's business metrics (its "Business Metrics" dashboard).
-//!
-//! Each function records one business event.
+//! The guide's business metrics (its "Business Metrics" dashboard), declared
+//! once with `#[business_metric]`: each doc comment is the HELP text, and
+//! every series is on `/metrics` at 0 from the first scrape.
 
-use metrics::{counter, gauge};
+use multiweb_telemetry::business::{Counter, CounterVec, Gauge};
+use multiweb_telemetry::{LabelValue, business_metric};
 
 /// How a transaction was paid; a closed set, so it can be a label.
-#[derive(Debug, Clone, Copy, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, serde::Deserialize, LabelValue)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum PaymentMethod {
     Card,
     BankTransfer,
 }
 
-impl PaymentMethod {
-    fn label(self) -> &'static str {
-        match self {
-            Self::Card => "card",
-            Self::BankTransfer => "bank_transfer",
-        }
-    }
-}
+/// Total number of products created
+#[business_metric]
+pub(crate) static PRODUCTS_CREATED: Counter;
 
-/// Registers help texts and shows every series at 0 before its first event.
-pub(crate) fn declare() {
-    metrics::describe_counter!(
-        "multiweb_products_created_total",
-        "Total number of products created"
-    );
-    metrics::describe_counter!(
-        "multiweb_transactions_completed_total",
-        "Total number of completed transactions"
-    );
-    metrics::describe_gauge!("multiweb_active_users", "Number of currently active users");
-    metrics::describe_counter!(
-        "multiweb_users_registered_total",
-        "Total number of users registered"
-    );
-    metrics::describe_counter!(
-        "multiweb_messages_sent_total",
-        "Total number of messages sent"
-    );
-    metrics::describe_counter!(
-        "multiweb_revenue_cents_total",
-        "Revenue of completed transactions, in the currency's minor unit (cents)"
-    );
-    counter!("multiweb_products_created_total").absolute(0);
-    for method in [PaymentMethod::Card, PaymentMethod::BankTransfer] {
-        counter!("multiweb_transactions_completed_total", "method" => method.label()).absolute(0);
-    }
-    gauge!("multiweb_active_users").set(0.0);
-    counter!("multiweb_users_registered_total").absolute(0);
-    counter!("multiweb_messages_sent_total").absolute(0);
-    counter!("multiweb_revenue_cents_total").absolute(0);
-}
+/// Total number of completed transactions
+#[business_metric(labels(method: PaymentMethod))]
+pub(crate) static TRANSACTIONS_COMPLETED: CounterVec<PaymentMethod>;
 
-pub(crate) fn product_created() {
-    counter!("multiweb_products_created_total").increment(1);
-}
+/// Number of currently active users
+#[business_metric]
+pub(crate) static ACTIVE_USERS: Gauge;
 
-pub(crate) fn transaction_completed(method: PaymentMethod, amount_cents: u64) {
-    counter!("multiweb_transactions_completed_total", "method" => method.label()).increment(1);
-    counter!("multiweb_revenue_cents_total").increment(amount_cents);
-}
+/// Total number of users registered
+#[business_metric]
+pub(crate) static USERS_REGISTERED: Counter;
 
-pub(crate) fn active_users(count: usize) {
-    gauge!("multiweb_active_users").set(count as f64);
-}
+/// Total number of messages sent
+#[business_metric]
+pub(crate) static MESSAGES_SENT: Counter;
 
-pub(crate) fn user_registered() {
-    counter!("multiweb_users_registered_total").increment(1);
-}
-
-pub(crate) fn message_sent() {
-    counter!("multiweb_messages_sent_total").increment(1);
-}
+/// Revenue of completed transactions, in the currency's minor unit (cents)
+#[business_metric]
+pub(crate) static REVENUE_CENTS: Counter;

@@ -102,7 +102,6 @@ async fn main() -> ExitCode {
         }
     };
 
-    business::declare();
     let app = api::router(api::AppState::default())
         .route_service("/metrics", telemetry.metrics_service())
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(

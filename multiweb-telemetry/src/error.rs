@@ -68,6 +68,17 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 
+    /// Two `#[business_metric]` declarations export the same name.
+    #[error("business metric {name} is declared twice: at {first} and at {second}")]
+    DuplicateMetric {
+        /// The exported name.
+        name: &'static str,
+        /// One declaration, as `file:line`.
+        first: String,
+        /// The other declaration, as `file:line`.
+        second: String,
+    },
+
     /// Another crate already installed a global `metrics` recorder.
     #[error("a global `metrics` recorder is already installed by someone else")]
     RecorderAlreadySet,

@@ -28,6 +28,8 @@
 //! - **Metrics** ([`metrics`](mod@metrics)): a global [`metrics`](::metrics) recorder
 //!   exporting the Prometheus text format, histograms as buckets, and the
 //!   standard `process_*` metrics refreshed at each scrape.
+//! - **Business metrics** ([`business`]): `#[business_metric]` statics,
+//!   exported with the rest.
 //! - **Logs** ([`log`]): a global `tracing` subscriber writing one JSON object
 //!   per line to stdout through a non-blocking bounded buffer.
 //!
@@ -45,6 +47,7 @@
 //! |---|---|---|
 //! | *(none yet)* | | every capability above is always on |
 
+pub mod business;
 mod config;
 mod error;
 mod guard;
@@ -62,6 +65,7 @@ pub use config::{
 };
 pub use error::Error;
 pub use guard::TelemetryGuard;
+pub use multiweb_telemetry_macros::{LabelValue, business_metric};
 
 /// Set once the first `init` has got past checking its configuration.
 static INITIALIZED: AtomicBool = AtomicBool::new(false);
@@ -193,6 +197,7 @@ impl TelemetryBuilder {
         Error,
     > {
         let config = self.resolve(&|name| std::env::var_os(name))?;
+        business::check_duplicates()?;
         if tracing::dispatcher::has_been_set() {
             return Err(Error::SubscriberAlreadySet);
         }

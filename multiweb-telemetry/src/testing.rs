@@ -71,9 +71,14 @@ impl MetricsCapture {
     }
 
     /// The Prometheus text exposition of what was recorded.
+    ///
+    /// It includes the metrics declared with `#[business_metric]`, which
+    /// are process-wide.
     pub fn render(&self) -> String {
         self.handle.run_upkeep();
-        self.handle.render()
+        let mut out = self.handle.render();
+        crate::business::render(&mut out);
+        out
     }
 
     /// The parsed exposition of what was recorded.

@@ -71,6 +71,7 @@ impl Exporter {
         }
         self.handle.run_upkeep();
         let mut out = self.handle.render();
+        crate::business::render(&mut out);
         if self.process_metrics {
             process::render(&mut out);
         }

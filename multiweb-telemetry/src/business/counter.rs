@@ -1,0 +1,133 @@
+//! [`Counter`] and [`CounterVec`].
+
+use std::fmt::Write as _;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::Family;
+use super::meta::{LabelValue, Meta};
+
+/// A counter declared with `#[business_metric]`: incrementing it is one
+/// relaxed atomic add.
+#[derive(Debug)]
+pub struct Counter {
+    meta: &'static Meta,
+    value: AtomicU64,
+}
+
+impl Counter {
+    /// Used by `#[business_metric]`.
+    #[doc(hidden)]
+    pub const fn new(meta: &'static Meta) -> Self {
+        Self {
+            meta,
+            value: AtomicU64::new(0),
+        }
+    }
+
+    /// Adds one.
+    #[inline]
+    pub fn increment(&self) {
+        self.value.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds `n`.
+    #[inline]
+    pub fn increment_by(&self, n: u64) {
+        self.value.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The current value.
+    pub fn get(&self) -> u64 {
+        self.value.load(Ordering::Relaxed)
+    }
+
+    /// The exported name, e.g. `multiweb_products_created_total`.
+    pub fn name(&self) -> &'static str {
+        self.meta.name
+    }
+}
+
+impl Family for Counter {
+    fn meta(&self) -> &'static Meta {
+        self.meta
+    }
+
+    fn render(&self, out: &mut String) {
+        self.meta.header(out);
+        let _ = writeln!(out, "{} {}", self.meta.name, self.get());
+    }
+}
+
+/// A counter with one label whose values are the variants of `L`: one
+/// atomic per variant, every one exported from the start.
+pub struct CounterVec<L: LabelValue + 'static> {
+    meta: &'static Meta,
+    slots: &'static [AtomicU64],
+    label: PhantomData<fn(L)>,
+}
+
+impl<L: LabelValue> std::fmt::Debug for CounterVec<L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CounterVec")
+            .field("name", &self.meta.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<L: LabelValue> CounterVec<L> {
+    /// Used by `#[business_metric]`.
+    #[doc(hidden)]
+    pub const fn new(meta: &'static Meta, slots: &'static [AtomicU64]) -> Self {
+        Self {
+            meta,
+            slots,
+            label: PhantomData,
+        }
+    }
+
+    /// Adds one to the series of `label`.
+    #[inline]
+    pub fn increment(&self, label: &L) {
+        self.increment_by(label, 1);
+    }
+
+    /// Adds `n` to the series of `label`.
+    #[inline]
+    pub fn increment_by(&self, label: &L, n: u64) {
+        if let Some(slot) = self.slots.get(label.index()) {
+            slot.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// The current value of the series of `label`.
+    pub fn get(&self, label: &L) -> u64 {
+        self.slots
+            .get(label.index())
+            .map_or(0, |slot| slot.load(Ordering::Relaxed))
+    }
+
+    /// The exported name.
+    pub fn name(&self) -> &'static str {
+        self.meta.name
+    }
+}
+
+impl<L: LabelValue> Family for CounterVec<L> {
+    fn meta(&self) -> &'static Meta {
+        self.meta
+    }
+
+    fn render(&self, out: &mut String) {
+        self.meta.header(out);
+        let label = self.meta.label.unwrap_or("label");
+        for (value, slot) in L::VALUES.iter().zip(self.slots) {
+            let _ = writeln!(
+                out,
+                "{}{{{label}=\"{value}\"}} {}",
+                self.meta.name,
+                slot.load(Ordering::Relaxed)
+            );
+        }
+    }
+}
