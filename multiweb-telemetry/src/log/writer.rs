@@ -116,7 +116,7 @@ impl BufferedWriter {
 fn run(shared: &Shared, mut output: Box<dyn Write + Send>) {
     let mut batch = Vec::new();
     loop {
-        let stopping = {
+        let (stopping, lines) = {
             let mut pending = shared
                 .pending
                 .lock()
@@ -131,13 +131,19 @@ fn run(shared: &Shared, mut output: Box<dyn Write + Send>) {
                 shared.asleep.store(false, Ordering::Relaxed);
             }
             std::mem::swap(&mut batch, &mut pending.bytes);
-            pending.lines = 0;
-            pending.stopping
+            let lines = std::mem::take(&mut pending.lines);
+            (pending.stopping, lines)
         };
         if !batch.is_empty() {
-            // A failed write loses this batch; the application never sees it.
-            let _ = output.write_all(&batch);
-            let _ = output.flush();
+            // A failed write (a closed stdout, say) loses this batch: count
+            // it; the application never sees the error.
+            if output
+                .write_all(&batch)
+                .and_then(|()| output.flush())
+                .is_err()
+            {
+                shared.dropped.fetch_add(lines as u64, Ordering::Relaxed);
+            }
             batch.clear();
         }
         if stopping {
@@ -232,6 +238,27 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    struct Broken;
+
+    impl Write for Broken {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::Error::from(io::ErrorKind::BrokenPipe))
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn lines_lost_to_a_failing_output_are_counted() {
+        let (writer, guard, dropped) = BufferedWriter::start(Box::new(Broken), 10_000).unwrap();
+        for _ in 0..10 {
+            writer.append(b"line\n");
+        }
+        drop(guard);
+        assert_eq!(dropped.get(), 10);
     }
 
     #[test]
