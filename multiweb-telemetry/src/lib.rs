@@ -2,8 +2,8 @@
 //!
 //! `multiweb-telemetry` makes a Rust service observable the way the MultiWeb
 //! monitoring guide expects: Prometheus scrapes `/metrics`, Loki parses one
-//! JSON object per log line, and the standard process metrics are there from
-//! the first scrape.
+//! JSON object per log line, Tempo receives traces over OTLP, and the
+//! standard process metrics are there from the first scrape.
 //!
 //! # Quick start
 //!
@@ -15,7 +15,8 @@
 //!     let telemetry = multiweb_telemetry::init()?;
 //!     let app = Router::new()
 //!         .route("/api/v1/products/", get(|| async { "[]" }))
-//!         .route_service("/metrics", telemetry.metrics_service());
+//!         .route_service("/metrics", telemetry.metrics_service())
+//!         .layer(multiweb_telemetry::http::layer());
 //!     let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //!     tracing::info!("listening on 127.0.0.1:8080");
 //!     axum::serve(listener, app).await?;
@@ -32,6 +33,10 @@
 //!   exported with the rest.
 //! - **Logs** ([`log`]): a global `tracing` subscriber writing one JSON object
 //!   per line to stdout through a non-blocking bounded buffer.
+//! - **Traces** ([`trace`]): `tracing` spans exported over OTLP when an
+//!   endpoint is configured, with the guide's sampling strategy.
+//! - **HTTP** ([`http`]): the tower layer for RED metrics, request spans and
+//!   access log lines.
 //!
 //! # Configuration
 //!
