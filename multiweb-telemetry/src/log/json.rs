@@ -593,6 +593,26 @@ mod tests {
     }
 
     #[test]
+    fn escaping_round_trips_every_ascii_byte_and_utf8() {
+        let mut input: String = (0_u8..0x80).map(char::from).collect();
+        input.push_str("é → 日本 \u{1F600} \u{2028}");
+        let mut escaped = vec![b'"'];
+        escape_into(&mut escaped, &input);
+        escaped.push(b'"');
+        let escaped = String::from_utf8(escaped).unwrap();
+        assert!(
+            !escaped.bytes().any(|b| b < 0x20 || b == 0x7f),
+            "raw control byte in {escaped}"
+        );
+        assert!(escaped.contains("\\u007f"), "{escaped}");
+        for escape in ["\\n", "\\r", "\\t", "\\\"", "\\\\", "\\u0000", "\\u001f"] {
+            assert!(escaped.contains(escape), "no {escape} in {escaped}");
+        }
+        let decoded: String = serde_json::from_str(&escaped).unwrap();
+        assert_eq!(decoded, input);
+    }
+
+    #[test]
     fn hostile_values_stay_on_one_valid_line() {
         let long = "x".repeat(MAX_VALUE_BYTES * 8);
         let lines = capture(|| {
