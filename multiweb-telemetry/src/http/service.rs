@@ -100,10 +100,18 @@ where
 /// The SERVER span of one request.
 fn request_span(method: usize, route: Option<&str>, path: &str) -> tracing::Span {
     let method_label = METHODS[method];
-    let span = tracing::info_span!(
+    // Given at creation rather than recorded after: a record costs a second
+    // pass through every layer.
+    let mut name = String::with_capacity(method_label.len() + 1 + route.map_or(0, str::len));
+    name.push_str(method_label);
+    if let Some(route) = route {
+        name.push(' ');
+        name.push_str(route);
+    }
+    tracing::info_span!(
         target: TARGET,
         SPAN_NAME,
-        otel.name = Empty,
+        otel.name = name.as_str(),
         otel.kind = "server",
         otel.status_code = Empty,
         http.request.method = method_label,
@@ -112,12 +120,5 @@ fn request_span(method: usize, route: Option<&str>, path: &str) -> tracing::Span
         http.response.status_code = Empty,
         user_id = Empty,
         error = Empty,
-    );
-    if !span.is_disabled() {
-        match route {
-            Some(route) => span.record("otel.name", format_args!("{method_label} {route}")),
-            None => span.record("otel.name", method_label),
-        };
-    }
-    span
+    )
 }

@@ -102,16 +102,66 @@ impl<W> JsonLayer<W> {
     }
 }
 
-/// The fields recorded on a span, each value already JSON-encoded.
-#[derive(Debug, Default)]
-struct SpanFields(Vec<(&'static str, String)>);
+/// The fields recorded on a span, each value already JSON-encoded, back to
+/// back in one buffer: a span costs two allocations however many fields it
+/// has.
+#[derive(Debug)]
+struct SpanFields {
+    /// The encoded values.
+    json: Vec<u8>,
+    /// Each field's name and the range of its value in `json`.
+    keys: Vec<(&'static str, usize, usize)>,
+    /// Bytes of `json` no longer referenced (values recorded again).
+    stale: usize,
+}
+
+impl Default for SpanFields {
+    fn default() -> Self {
+        Self {
+            json: Vec::with_capacity(96),
+            keys: Vec::with_capacity(6),
+            stale: 0,
+        }
+    }
+}
 
 impl SpanFields {
-    fn set(&mut self, key: &'static str, json: String) {
-        match self.0.iter_mut().find(|(k, _)| *k == key) {
-            Some(slot) => slot.1 = json,
-            None => self.0.push((key, json)),
+    /// Encodes a value for `key` with `write`, replacing an earlier one.
+    fn set(&mut self, key: &'static str, write: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.json.len();
+        write(&mut self.json);
+        let end = self.json.len();
+        match self.keys.iter_mut().find(|(k, _, _)| *k == key) {
+            Some(slot) => {
+                self.stale += slot.2 - slot.1;
+                slot.1 = start;
+                slot.2 = end;
+                // A span recorded again and again must not grow without bound.
+                if self.stale > 1024 && self.stale * 2 > self.json.len() {
+                    self.compact();
+                }
+            }
+            None => self.keys.push((key, start, end)),
         }
+    }
+
+    fn compact(&mut self) {
+        let mut json = Vec::with_capacity(self.json.len() - self.stale);
+        for (_, start, end) in &mut self.keys {
+            let value = self.json.get(*start..*end).unwrap_or_default();
+            *start = json.len();
+            json.extend_from_slice(value);
+            *end = json.len();
+        }
+        self.json = json;
+        self.stale = 0;
+    }
+
+    /// Each field's name and encoded value, in the order first recorded.
+    fn iter(&self) -> impl Iterator<Item = (&'static str, &[u8])> {
+        self.keys
+            .iter()
+            .map(|&(key, start, end)| (key, self.json.get(start..end).unwrap_or_default()))
     }
 }
 
@@ -124,12 +174,7 @@ impl SpanVisitor<'_> {
         if field.name().starts_with("otel.") {
             return;
         }
-        let mut json = Vec::with_capacity(16);
-        write(&mut json);
-        // Only valid UTF-8 is ever written by the encoders below.
-        if let Ok(json) = String::from_utf8(json) {
-            self.0.set(field.name(), json);
-        }
+        self.0.set(field.name(), write);
     }
 }
 
@@ -138,13 +183,13 @@ impl Visit for SpanVisitor<'_> {
         self.put(field, |b| write_f64(b, value));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.put(field, |b| write_display(b, value));
+        self.put(field, |b| write_i64(b, value));
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.put(field, |b| write_display(b, value));
+        self.put(field, |b| write_u64(b, value));
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.put(field, |b| write_display(b, value));
+        self.put(field, |b| write_bool(b, value));
     }
     fn record_str(&mut self, field: &Field, value: &str) {
         self.put(field, |b| write_json_str(b, value));
@@ -192,17 +237,17 @@ impl Visit for EventVisitor<'_> {
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
         if self.key(field) {
-            write_display(self.buf, value);
+            write_i64(self.buf, value);
         }
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
         if self.key(field) {
-            write_display(self.buf, value);
+            write_u64(self.buf, value);
         }
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
         if self.key(field) {
-            write_display(self.buf, value);
+            write_bool(self.buf, value);
         }
     }
     fn record_str(&mut self, field: &Field, value: &str) {
@@ -311,15 +356,15 @@ where
                     let Some(fields) = extensions.get::<SpanFields>() else {
                         continue;
                     };
-                    for (key, json) in &fields.0 {
-                        if RESERVED.contains(key) || keys.contains(key) {
+                    for (key, json) in fields.iter() {
+                        if RESERVED.contains(&key) || keys.contains(&key) {
                             continue;
                         }
                         keys.push(key);
                         line.extend_from_slice(b",\"");
                         escape_into(line, key);
                         line.extend_from_slice(b"\":");
-                        line.extend_from_slice(json.as_bytes());
+                        line.extend_from_slice(json);
                     }
                 }
             }
@@ -351,12 +396,11 @@ impl<W> JsonLayer<W> {
         let otel_span = opentelemetry::trace::TraceContextExt::span(&cx);
         let span_context = otel_span.span_context();
         if span_context.is_valid() {
-            let _ = write!(
-                line,
-                ",\"trace_id\":\"{}\",\"span_id\":\"{}\"",
-                span_context.trace_id(),
-                span_context.span_id()
-            );
+            line.extend_from_slice(b",\"trace_id\":\"");
+            write_hex(line, &span_context.trace_id().to_bytes());
+            line.extend_from_slice(b"\",\"span_id\":\"");
+            write_hex(line, &span_context.span_id().to_bytes());
+            line.push(b'"');
         }
     }
 }
@@ -371,13 +415,53 @@ fn level_str(level: Level) -> &'static str {
     }
 }
 
-fn write_display(buf: &mut Vec<u8>, value: impl fmt::Display) {
-    let _ = write!(buf, "{value}");
+/// Appends lowercase hex digits, as OpenTelemetry ids are written.
+fn write_hex(buf: &mut Vec<u8>, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for &b in bytes {
+        buf.push(HEX[usize::from(b >> 4)]);
+        buf.push(HEX[usize::from(b & 0xf)]);
+    }
 }
 
+fn write_u64(buf: &mut Vec<u8>, value: u64) {
+    let mut digits = [0_u8; 20];
+    buf.extend_from_slice(decimal(value, &mut digits));
+}
+
+/// The decimal digits of `value`, written at the end of `digits`.
+pub(crate) fn decimal(value: u64, digits: &mut [u8; 20]) -> &[u8] {
+    let mut at = digits.len();
+    let mut rest = value;
+    loop {
+        at -= 1;
+        #[allow(clippy::cast_possible_truncation, reason = "`rest % 10` is below 10")]
+        let digit = (rest % 10) as u8;
+        digits[at] = b'0' + digit;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    &digits[at..]
+}
+
+fn write_i64(buf: &mut Vec<u8>, value: i64) {
+    if value < 0 {
+        buf.push(b'-');
+    }
+    write_u64(buf, value.unsigned_abs());
+}
+
+fn write_bool(buf: &mut Vec<u8>, value: bool) {
+    buf.extend_from_slice(if value { b"true" } else { b"false" });
+}
+
+/// The shortest representation that reads back as the same `f64` (what
+/// `ryu` and `serde_json` write: `0.003`, `1.0`, `1e-7`).
 fn write_f64(buf: &mut Vec<u8>, value: f64) {
     if value.is_finite() {
-        let _ = write!(buf, "{value}");
+        buf.extend_from_slice(ryu::Buffer::new().format_finite(value).as_bytes());
     } else {
         // JSON has no NaN or infinity.
         write_json_str(buf, &value.to_string());
@@ -460,32 +544,42 @@ impl fmt::Write for EscapingWriter<'_> {
     }
 }
 
+/// The bytes JSON strings cannot hold as they are: control characters,
+/// `"`, `\` and DEL.
+static NEEDS_ESCAPE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        table[byte] = byte < 0x20 || byte == 0x22 || byte == 0x5c || byte == 0x7f;
+        byte += 1;
+    }
+    table
+};
+
 /// Appends `s` JSON-escaped (without quotes).
 fn escape_into(buf: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
+    // `bytes[start..i]` is clean and not yet copied.
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
+        if !NEEDS_ESCAPE[usize::from(b)] {
+            continue;
+        }
         let escape: &[u8] = match b {
             b'"' => b"\\\"",
             b'\\' => b"\\\\",
             b'\n' => b"\\n",
             b'\r' => b"\\r",
             b'\t' => b"\\t",
-            0x00..=0x1f | 0x7f => {
-                buf.extend_from_slice(&bytes[start..i]);
-                buf.extend_from_slice(&[
-                    b'\\',
-                    b'u',
-                    b'0',
-                    b'0',
-                    HEX[usize::from(b >> 4)],
-                    HEX[usize::from(b & 0xf)],
-                ]);
-                start = i + 1;
-                continue;
-            }
-            _ => continue,
+            _ => &[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ],
         };
         buf.extend_from_slice(&bytes[start..i]);
         buf.extend_from_slice(escape);
@@ -610,6 +704,45 @@ mod tests {
         }
         let decoded: String = serde_json::from_str(&escaped).unwrap();
         assert_eq!(decoded, input);
+    }
+
+    #[test]
+    fn span_fields_recorded_again_keep_the_last_value_in_bounded_memory() {
+        let mut fields = SpanFields::default();
+        fields.set("method", |b| write_json_str(b, "GET"));
+        for i in 0..10_000_u64 {
+            fields.set("progress", |b| write_u64(b, i));
+            fields.set("note", |b| write_json_str(b, &"n".repeat(100)));
+        }
+        fields.set("status", |b| write_i64(b, -1));
+        let all: Vec<(&str, &str)> = fields
+            .iter()
+            .map(|(k, v)| (k, std::str::from_utf8(v).unwrap()))
+            .collect();
+        let note = format!("\"{}\"", "n".repeat(100));
+        assert_eq!(
+            all,
+            [
+                ("method", "\"GET\""),
+                ("progress", "9999"),
+                ("note", note.as_str()),
+                ("status", "-1")
+            ]
+        );
+        assert!(fields.json.len() < 4096, "{} bytes held", fields.json.len());
+    }
+
+    #[test]
+    fn one_escape_anywhere_in_a_clean_run() {
+        // Long clean runs with one escape anywhere in them.
+        for at in 0..40 {
+            let mut input = "x".repeat(40);
+            input.replace_range(at..=at, "\n");
+            let mut escaped = Vec::new();
+            escape_into(&mut escaped, &input);
+            let expected = format!("{}\\n{}", "x".repeat(at), "x".repeat(39 - at));
+            assert_eq!(String::from_utf8(escaped).unwrap(), expected);
+        }
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub(crate) use writer::{BufferedWriter, DroppedLines, WriterGuard};
 
 use std::io;
 
+pub(crate) use json::decimal;
 pub use json::{JsonLayer, MAX_VALUE_BYTES};
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt;

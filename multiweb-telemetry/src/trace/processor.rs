@@ -1,7 +1,6 @@
 //! The span processor: tail sampling of error traces, a bounded queue, and an
 //! exporter thread with its own runtime.
 
-use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -16,6 +15,7 @@ use opentelemetry::trace::{SpanContext, SpanId, Status, TraceId};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
+use rustc_hash::FxHashMap;
 
 use crate::Error;
 
@@ -43,9 +43,11 @@ enum Control {
 }
 
 /// Spans of traces whose fate is decided when their local root ends.
+/// Keyed by trace ids this process generated (a remote parent's trace is
+/// never held), so a fast non-keyed hash is safe.
 #[derive(Default)]
 struct Pending {
-    traces: HashMap<TraceId, PendingTrace>,
+    traces: FxHashMap<TraceId, PendingTrace>,
     spans: usize,
 }
 
@@ -252,7 +254,12 @@ impl SpanProcessor for ExportProcessor {
         let trace_id = span.span_context.trace_id();
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         if is_local_root(&span) {
-            let held = pending.traces.remove(&trace_id).unwrap_or_default();
+            // Most local roots have no held children (a single-span trace).
+            let held = if pending.traces.is_empty() {
+                PendingTrace::default()
+            } else {
+                pending.traces.remove(&trace_id).unwrap_or_default()
+            };
             pending.spans -= held.spans.len();
             drop(pending);
             if error || held.error {
