@@ -5,14 +5,20 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::Family;
+use super::local::Slot;
 use super::meta::{LabelValue, Meta};
 
 /// A counter declared with `#[business_metric]`: incrementing it is one
 /// relaxed atomic add.
+///
+/// A function annotated with `#[business_metric(count = ...)]` counts into
+/// a per-thread shard of the counter instead (no locked instruction);
+/// [`get`](Self::get) and `/metrics` report the sum of both.
 #[derive(Debug)]
 pub struct Counter {
     meta: &'static Meta,
     value: AtomicU64,
+    local: Slot,
 }
 
 impl Counter {
@@ -22,6 +28,7 @@ impl Counter {
         Self {
             meta,
             value: AtomicU64::new(0),
+            local: Slot::new(),
         }
     }
 
@@ -37,9 +44,20 @@ impl Counter {
         self.value.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Adds one in the calling thread's shard, or to the shared value when
+    /// no shard slot is left.
+    #[inline]
+    pub(crate) fn increment_local(&self) {
+        if !self.local.add(1) {
+            self.increment();
+        }
+    }
+
     /// The current value.
     pub fn get(&self) -> u64 {
-        self.value.load(Ordering::Relaxed)
+        self.value
+            .load(Ordering::Relaxed)
+            .wrapping_add(self.local.sum())
     }
 
     /// The exported name, e.g. `multiweb_products_created_total`.
