@@ -416,12 +416,13 @@ fn level_str(level: Level) -> &'static str {
 }
 
 /// Appends lowercase hex digits, as OpenTelemetry ids are written.
-fn write_hex(buf: &mut Vec<u8>, bytes: &[u8]) {
+fn write_hex<const N: usize>(buf: &mut Vec<u8>, bytes: &[u8; N]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for &b in bytes {
-        buf.push(HEX[usize::from(b >> 4)]);
-        buf.push(HEX[usize::from(b & 0xf)]);
+    let mut text = [[0_u8; 2]; N];
+    for (pair, &b) in text.iter_mut().zip(bytes) {
+        *pair = [HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]];
     }
+    buf.extend_from_slice(text.as_flattened());
 }
 
 fn write_u64(buf: &mut Vec<u8>, value: u64) {
@@ -562,7 +563,19 @@ fn escape_into(buf: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     // `bytes[start..i]` is clean and not yet copied.
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    let mut i = 0;
+    while i < bytes.len() {
+        // Skip clean text eight bytes at a time.
+        if let Some(word) = bytes
+            .get(i..i + 8)
+            .and_then(|w| <[u8; 8]>::try_from(w).ok())
+            && !word_needs_escape(u64::from_le_bytes(word))
+        {
+            i += 8;
+            continue;
+        }
+        let Some(&b) = bytes.get(i) else { break };
+        i += 1;
         if !NEEDS_ESCAPE[usize::from(b)] {
             continue;
         }
@@ -581,11 +594,30 @@ fn escape_into(buf: &mut Vec<u8>, s: &str) {
                 HEX[usize::from(b & 0xf)],
             ],
         };
-        buf.extend_from_slice(&bytes[start..i]);
+        buf.extend_from_slice(bytes.get(start..i - 1).unwrap_or_default());
         buf.extend_from_slice(escape);
-        start = i + 1;
+        start = i;
     }
-    buf.extend_from_slice(&bytes[start..]);
+    buf.extend_from_slice(bytes.get(start..).unwrap_or_default());
+}
+
+/// Whether any of the eight bytes in `word` is in [`NEEDS_ESCAPE`]: below
+/// 0x20, `"`, `\` or DEL. Bytes of multi-byte UTF-8 characters (0x80 and up)
+/// never match.
+const fn word_needs_escape(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // A byte's high bit is set where it is zero (or, for `below`, under 0x20);
+    // borrows can only mark bytes above a real match, so "any" is exact.
+    const fn zero_byte(x: u64) -> u64 {
+        x.wrapping_sub(ONES) & !x & HIGH
+    }
+    let below = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
+    (below
+        | zero_byte(word ^ (ONES * 0x22))
+        | zero_byte(word ^ (ONES * 0x5c))
+        | zero_byte(word ^ (ONES * 0x7f)))
+        != 0
 }
 
 #[cfg(test)]
@@ -730,6 +762,38 @@ mod tests {
             ]
         );
         assert!(fields.json.len() < 4096, "{} bytes held", fields.json.len());
+    }
+
+    #[test]
+    fn every_byte_at_every_place_of_a_word_escapes_like_the_table() {
+        // Each ASCII byte, and a two-byte character, at each offset of runs
+        // long enough to take the eight-byte path, between clean bytes and
+        // bytes of multi-byte characters.
+        for filler in ["x", "é"] {
+            for byte in 0_u8..0x80 {
+                let special = char::from(byte).to_string();
+                for at in 0..20 {
+                    let input = format!("{}{special}{}", filler.repeat(at), filler.repeat(20 - at));
+                    let mut escaped = Vec::new();
+                    escape_into(&mut escaped, &input);
+                    let escaped = String::from_utf8(escaped).unwrap();
+                    let mut expected = String::new();
+                    for ch in input.chars() {
+                        let mut one = Vec::new();
+                        if ch.is_ascii() && NEEDS_ESCAPE[ch as usize] {
+                            escape_into(&mut one, &ch.to_string());
+                            assert!(one.len() > 1, "{ch:?} not escaped");
+                        } else {
+                            one.extend_from_slice(ch.to_string().as_bytes());
+                        }
+                        expected.push_str(std::str::from_utf8(&one).unwrap());
+                    }
+                    assert_eq!(escaped, expected, "byte {byte:#x} at {at}");
+                    let decoded: String = serde_json::from_str(&format!("\"{escaped}\"")).unwrap();
+                    assert_eq!(decoded, input);
+                }
+            }
+        }
     }
 
     #[test]
