@@ -17,15 +17,14 @@ use tracing_subscriber::registry::LookupSpan;
 
 use super::timestamp::write_rfc3339;
 
-/// Keys the formatter writes itself; span or event fields with these names are left out.
-const RESERVED: [&str; 6] = [
-    "timestamp",
-    "level",
-    "message",
-    "target",
-    "trace_id",
-    "span_id",
-];
+/// Keys the formatter writes itself; span or event fields with these names
+/// are left out.
+const fn is_reserved(name: &str) -> bool {
+    matches!(
+        name.as_bytes(),
+        b"timestamp" | b"level" | b"message" | b"target" | b"trace_id" | b"span_id"
+    )
+}
 
 /// Longest string value written, in bytes; longer values are cut at a
 /// character boundary and end with `…`.
@@ -217,7 +216,7 @@ impl EventVisitor<'_> {
                 return false;
             }
             self.has_message = true;
-        } else if RESERVED.contains(&name) || self.keys.contains(&name) {
+        } else if is_reserved(name) || self.keys.contains(&name) {
             return false;
         } else {
             self.keys.push(name);
@@ -349,15 +348,16 @@ where
                 line.extend_from_slice(b",\"message\":\"\"");
             }
 
-            let leaf = ctx.event_span(event).map(|span| span.id());
-            if let Some(scope) = ctx.event_scope(event) {
-                for span in scope {
+            let leaf = ctx.event_span(event);
+            let leaf_id = leaf.as_ref().map(tracing_subscriber::registry::SpanRef::id);
+            if let Some(leaf) = leaf {
+                for span in leaf.scope() {
                     let extensions = span.extensions();
                     let Some(fields) = extensions.get::<SpanFields>() else {
                         continue;
                     };
                     for (key, json) in fields.iter() {
-                        if RESERVED.contains(&key) || keys.contains(&key) {
+                        if is_reserved(key) || keys.contains(&key) {
                             continue;
                         }
                         keys.push(key);
@@ -371,7 +371,7 @@ where
 
             line.extend_from_slice(b",\"target\":");
             write_json_str(line, meta.target());
-            if let Some(leaf) = leaf {
+            if let Some(leaf) = leaf_id {
                 self.write_trace_ids(line, &leaf);
             }
             line.extend_from_slice(b"}\n");
