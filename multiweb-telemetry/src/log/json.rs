@@ -766,9 +766,9 @@ mod tests {
 
     #[test]
     fn every_byte_at_every_place_of_a_word_escapes_like_the_table() {
-        // Each ASCII byte, and a two-byte character, at each offset of runs
-        // long enough to take the eight-byte path, between clean bytes and
-        // bytes of multi-byte characters.
+        // Each ASCII byte at each offset of a run long enough to take the
+        // eight-byte path, the run made of `x` or of `é` (two bytes, both
+        // 0x80 and up, which must never read as needing an escape).
         for filler in ["x", "é"] {
             for byte in 0_u8..0x80 {
                 let special = char::from(byte).to_string();
