@@ -611,7 +611,11 @@ impl Collector {
         }
     }
 
-    /// Every span received so far.
+    /// Every span printed so far.
+    ///
+    /// rotel acknowledges an export before it prints the spans, so right
+    /// after an export (even a flush that has returned) some may not be
+    /// printed yet: to check what was sent, use [`Collector::wait_for`].
     pub fn spans(&self) -> Vec<ExportedSpan> {
         parse_rotel_spans(&self.output.received.lock().unwrap())
     }

@@ -147,7 +147,13 @@ fn every_error_trace_is_kept_and_ok_traces_follow_the_ratio() {
     // A clean stop flushes every finished span before exit.
     let (status, _) = app.stop();
     assert!(status.success());
-    let spans = collector.spans();
+    // rotel prints a batch after acknowledging it, so wait for the printout.
+    // The last request fails and its server span ends last: once 20 error
+    // spans are printed, every earlier batch is too.
+    let is_error_server =
+        |s: &ExportedSpan| s.name == "GET /api/v1/debug/error" && s.kind == "SPAN_KIND_SERVER";
+    let spans =
+        collector.wait_for(|spans| spans.iter().filter(|s| is_error_server(s)).count() >= 20);
     let servers = |name: &str| -> Vec<&ExportedSpan> {
         spans
             .iter()
