@@ -39,13 +39,21 @@
 //!
 //! # Span
 //!
-//! Each request gets an `INFO` span named `HTTP request` whose
-//! OpenTelemetry name (`otel.name`) is `METHOD route`, with `otel.kind =
-//! "server"` and the HTTP semantic-convention attributes
-//! `http.request.method`, `http.route`, `url.path` (without the query
-//! string) and `http.response.status_code`. A 5xx sets `otel.status_code =
-//! "ERROR"`. The inner service is called and polled inside the span, so spans
-//! the handler opens are its children.
+//! Each request gets an OpenTelemetry SERVER span named `METHOD route`, with
+//! the HTTP semantic-convention attributes `http.request.method`,
+//! `http.route`, `url.path` (without the query string) and
+//! `http.response.status_code`; a 5xx sets its status to Error. Its `tracing`
+//! side is an `INFO` span named `HTTP request` (target
+//! `multiweb_telemetry::http`), which carries the same fields into the log
+//! lines; `user_id` and `error` recorded on it (see [`record_user_id`]) become
+//! span attributes too. The inner service is called and polled inside both,
+//! so spans the handler opens are children of the request span.
+//!
+//! Under [`init`](crate::init)'s subscriber the layer starts the
+//! OpenTelemetry span itself, which costs a fraction of building it from the
+//! `tracing` span's fields. Under another subscriber with a
+//! `tracing-opentelemetry` bridge, the bridge makes it from the `tracing`
+//! span, whose `otel.name`, `otel.kind` and `otel.status_code` fields steer it.
 //!
 //! # Access log
 //!
@@ -78,6 +86,11 @@ pub use service::TelemetryService;
 
 use tracing::field::Value;
 use tracing_subscriber::registry::LookupSpan;
+
+/// Whether `meta` is the callsite of the layer's request spans.
+pub(crate) fn is_request_span(meta: &tracing::Metadata<'_>) -> bool {
+    meta.name() == request::SPAN_NAME && meta.target() == request::TARGET
+}
 
 /// A [`TelemetryLayer`] with the default settings.
 pub fn layer() -> TelemetryLayer {
@@ -155,7 +168,7 @@ fn record_on_request_span(field_name: &str, value: &str) {
         };
         for ancestor in span.scope() {
             let meta = ancestor.metadata();
-            if meta.name() != request::SPAN_NAME || meta.target() != request::TARGET {
+            if !is_request_span(meta) {
                 continue;
             }
             if let Some(field) = meta.fields().field(field_name) {
@@ -264,6 +277,18 @@ mod tests {
     }
 
     fn app(layer: TelemetryLayer) -> Router {
+        with_layers(routes(), layer)
+    }
+
+    fn with_layers(routes: Router, layer: TelemetryLayer) -> Router {
+        routes
+            .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+                panic_response,
+            ))
+            .layer(layer)
+    }
+
+    fn routes() -> Router {
         Router::new()
             .route("/api/v1/products/", get(list_products))
             .route(
@@ -287,10 +312,6 @@ mod tests {
                 get(std::future::pending::<&'static str>),
             )
             .route("/metrics", get(|| async { "metrics" }))
-            .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-                panic_response,
-            ))
-            .layer(layer)
     }
 
     async fn send(
@@ -610,6 +631,8 @@ mod tests {
         assert_eq!(successes, 1);
     }
 
+    /// Under a subscriber other than `init`'s, the `tracing` span carries
+    /// what another `tracing-opentelemetry` bridge needs (`otel.*` fields).
     #[tokio::test]
     async fn request_span_has_http_attributes_and_handler_spans_are_children() {
         /// `(name, parent name, fields)` of every span.
@@ -707,6 +730,203 @@ mod tests {
             Some("500")
         );
         assert_eq!(field(2, "otel.status_code").as_deref(), Some("ERROR"));
+    }
+
+    /// Collects what the SDK exports, synchronously.
+    #[derive(Clone, Debug, Default)]
+    struct Exported(Arc<Mutex<Vec<opentelemetry_sdk::trace::SpanData>>>);
+
+    impl opentelemetry_sdk::trace::SpanExporter for Exported {
+        async fn export(
+            &self,
+            batch: Vec<opentelemetry_sdk::trace::SpanData>,
+        ) -> opentelemetry_sdk::error::OTelSdkResult {
+            self.0.lock().unwrap().extend(batch);
+            Ok(())
+        }
+    }
+
+    impl Exported {
+        fn span(&self, name: &str) -> opentelemetry_sdk::trace::SpanData {
+            let spans = self.0.lock().unwrap();
+            let found = spans.iter().filter(|s| s.name == name).collect::<Vec<_>>();
+            assert_eq!(found.len(), 1, "one span {name} in {spans:#?}");
+            found[0].clone()
+        }
+    }
+
+    fn attribute(span: &opentelemetry_sdk::trace::SpanData, key: &str) -> Option<String> {
+        span.attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| kv.value.to_string())
+    }
+
+    /// `init`'s OpenTelemetry layers and JSON layer, set as the default for
+    /// the calling thread, exporting into the returned [`Exported`]; the app
+    /// has two more routes: one answering the `traceparent` an outgoing call
+    /// would carry, one marking its span Error as the bridge's
+    /// `otel.status_code` convention does.
+    fn init_like() -> (Exported, Logs, tracing::subscriber::DefaultGuard, Router) {
+        use opentelemetry::trace::TracerProvider as _;
+
+        let exported = Exported::default();
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_simple_exporter(exported.clone())
+            .build();
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::registry()
+            .with(crate::log::otel_layers(provider.tracer("test")))
+            .with(JsonLayer::new().with_writer(move || writer.clone()));
+        let default = tracing::subscriber::set_default(subscriber);
+        let routes = routes()
+            .route(
+                "/api/v1/outgoing",
+                get(|| async {
+                    let mut headers = http::HeaderMap::new();
+                    crate::trace::inject_context(&mut headers);
+                    headers
+                        .get("traceparent")
+                        .map(|v| v.to_str().unwrap().to_owned())
+                        .unwrap_or_default()
+                }),
+            )
+            .route(
+                "/api/v1/flagged",
+                get(|| async {
+                    tracing::Span::current().record("otel.status_code", "ERROR");
+                    ""
+                }),
+            );
+        (exported, logs, default, with_layers(routes, layer()))
+    }
+
+    /// Under `init`'s subscriber the layer starts the request's OpenTelemetry
+    /// span itself: same attributes, parentage and ids as through the bridge.
+    #[tokio::test]
+    async fn with_inits_subscriber_the_layer_exports_the_request_span_itself() {
+        use opentelemetry::trace::{SpanKind, Status};
+
+        let (exported, logs, _default, app) = init_like();
+        send(
+            &app,
+            "GET",
+            "/api/v1/products/?secret=1",
+            &[("x-user-id", "9")],
+        )
+        .await;
+        let server = exported.span("GET /api/v1/products/");
+        assert_eq!(server.span_kind, SpanKind::Server);
+        assert_eq!(server.parent_span_id, opentelemetry::trace::SpanId::INVALID);
+        assert_eq!(
+            attribute(&server, "http.request.method").as_deref(),
+            Some("GET")
+        );
+        assert_eq!(
+            attribute(&server, "http.route").as_deref(),
+            Some("/api/v1/products/")
+        );
+        assert_eq!(
+            attribute(&server, "url.path").as_deref(),
+            Some("/api/v1/products/")
+        );
+        assert_eq!(
+            attribute(&server, "http.response.status_code").as_deref(),
+            Some("200")
+        );
+        assert_eq!(attribute(&server, "user_id").as_deref(), Some("9"));
+        assert_eq!(server.status, Status::Unset);
+        assert!(
+            server
+                .attributes
+                .iter()
+                .all(|kv| !kv.key.as_str().starts_with("otel.")),
+            "{:?}",
+            server.attributes
+        );
+        let handler = exported.span("list_products");
+        assert_eq!(handler.parent_span_id, server.span_context.span_id());
+        assert_eq!(
+            handler.span_context.trace_id(),
+            server.span_context.trace_id()
+        );
+        // The log lines carry the exported ids: the handler's in its span,
+        // the access line in the request span.
+        let trace_id = server.span_context.trace_id().to_string();
+        let lines = logs.json();
+        let handler_line = lines
+            .iter()
+            .find(|l| l["message"] == "listing products")
+            .unwrap();
+        assert_eq!(handler_line["trace_id"], trace_id.as_str());
+        assert_eq!(
+            handler_line["span_id"],
+            handler.span_context.span_id().to_string().as_str()
+        );
+        let access = logs.access_lines();
+        assert_eq!(access[0]["trace_id"], trace_id.as_str());
+        assert_eq!(
+            access[0]["span_id"],
+            server.span_context.span_id().to_string().as_str()
+        );
+        assert_eq!(access[0]["user_id"], "9");
+    }
+
+    /// A continued trace, a 5xx, a panic's message, the bridge's
+    /// `otel.status_code` convention, and an outgoing call's traceparent,
+    /// with the layer starting the request spans itself.
+    #[tokio::test]
+    async fn with_inits_subscriber_status_parent_and_propagation_are_kept() {
+        use opentelemetry::trace::Status;
+
+        let (exported, _logs, _default, app) = init_like();
+        let remote = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        send(
+            &app,
+            "GET",
+            "/api/v1/debug/error",
+            &[("traceparent", remote)],
+        )
+        .await;
+        let error = exported.span("GET /api/v1/debug/error");
+        assert_eq!(
+            error.span_context.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(error.parent_span_id.to_string(), "00f067aa0ba902b7");
+        assert!(error.parent_span_is_remote);
+        assert_eq!(error.status, Status::error(""));
+        assert_eq!(
+            attribute(&error, "http.response.status_code").as_deref(),
+            Some("500")
+        );
+
+        send(&app, "GET", "/api/v1/debug/panic", &[]).await;
+        let panicked = exported.span("GET /api/v1/debug/panic");
+        assert_eq!(panicked.status, Status::error(""));
+        assert_eq!(
+            attribute(&panicked, "error").as_deref(),
+            Some("handler exploded")
+        );
+
+        send(&app, "GET", "/api/v1/flagged", &[]).await;
+        assert_eq!(
+            exported.span("GET /api/v1/flagged").status,
+            Status::error("")
+        );
+
+        let (_, traceparent) = send(&app, "GET", "/api/v1/outgoing", &[]).await;
+        let outgoing = exported.span("GET /api/v1/outgoing");
+        assert_eq!(
+            traceparent,
+            format!(
+                "00-{}-{}-01",
+                outgoing.span_context.trace_id(),
+                outgoing.span_context.span_id()
+            ),
+            "the request span is the outgoing call's parent"
+        );
     }
 
     #[tokio::test]

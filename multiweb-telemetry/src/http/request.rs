@@ -27,11 +27,47 @@ pub(crate) enum Series {
 }
 
 /// The span and the URI, kept only when the span or the access log is on.
-#[derive(Debug)]
+/// Dropping it ends the request's OpenTelemetry span.
 pub(crate) struct Trace {
     pub(crate) span: Span,
+    /// The OpenTelemetry context of the request span, when the layer started
+    /// its OpenTelemetry span itself (see `trace::request`).
+    pub(crate) cx: Option<opentelemetry::Context>,
     /// The request URI, kept only when the access log is on.
     pub(crate) uri: Option<Uri>,
+}
+
+impl Trace {
+    /// Enters the request span and attaches its OpenTelemetry context, so
+    /// that spans opened meanwhile are its children.
+    pub(crate) fn enter(
+        &self,
+    ) -> (
+        tracing::span::Entered<'_>,
+        Option<opentelemetry::ContextGuard>,
+    ) {
+        (
+            self.span.enter(),
+            self.cx.as_ref().map(|cx| cx.clone().attach()),
+        )
+    }
+}
+
+impl std::fmt::Debug for Trace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trace")
+            .field("span", &self.span)
+            .field("uri", &self.uri)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Trace {
+    fn drop(&mut self) {
+        if let Some(cx) = &self.cx {
+            opentelemetry::trace::TraceContextExt::span(cx).end();
+        }
+    }
 }
 
 /// One request in flight. Finishing it records the metrics and writes the
@@ -90,12 +126,16 @@ impl RequestState {
     pub(crate) fn respond(&mut self, status: u16) {
         self.status = status;
         if let Some(trace) = &self.trace {
-            // As i64: the OpenTelemetry bridge exports u64 values as strings.
-            trace
-                .span
-                .record("http.response.status_code", i64::from(status));
-            if status >= 500 {
-                trace.span.record("otel.status_code", "ERROR");
+            if let Some(cx) = &trace.cx {
+                crate::trace::request::respond(cx, status);
+            } else {
+                // As i64: the OpenTelemetry bridge exports u64 values as strings.
+                trace
+                    .span
+                    .record("http.response.status_code", i64::from(status));
+                if status >= 500 {
+                    trace.span.record("otel.status_code", "ERROR");
+                }
             }
         }
     }
@@ -114,6 +154,7 @@ impl RequestState {
         if let Some(Trace {
             span,
             uri: Some(uri),
+            ..
         }) = self.trace.as_deref()
         {
             let levels = &self.instance.shared.settings.levels;

@@ -13,6 +13,7 @@ use super::future::ResponseFuture;
 use super::labels::{METHODS, UNMATCHED_PATH, method_index};
 use super::layer::Instance;
 use super::request::{RequestState, SPAN_NAME, Series, TARGET, Trace};
+use crate::trace::request::RequestAttributes;
 
 /// The service made by [`TelemetryLayer`](super::TelemetryLayer).
 #[derive(Debug, Clone)]
@@ -76,30 +77,34 @@ where
         };
 
         let trace = (settings.span || settings.access_log).then(|| {
-            let span = if settings.span {
-                let span = request_span(method, route.as_deref(), request.uri().path());
-                crate::trace::start_trace(&span, request.headers());
-                span
+            let (span, cx) = if settings.span {
+                request_span(method, route.as_deref(), &request)
             } else {
-                tracing::Span::none()
+                (tracing::Span::none(), None)
             };
             let uri = settings.access_log.then(|| request.uri().clone());
-            Box::new(Trace { span, uri })
+            Box::new(Trace { span, cx, uri })
         });
 
         drop(route);
         let state = RequestState::new(Arc::clone(instance), start, method, series, trace);
         let future = {
-            let _entered = state.trace.as_ref().map(|trace| trace.span.enter());
+            let _entered = state.trace.as_ref().map(|trace| trace.enter());
             self.inner.call(request)
         };
         ResponseFuture::new(future, Some(state))
     }
 }
 
-/// The SERVER span of one request.
-fn request_span(method: usize, route: Option<&str>, path: &str) -> tracing::Span {
+/// The SERVER span of one request, and its OpenTelemetry context when the
+/// layer starts the OpenTelemetry span itself (see `trace::request`).
+fn request_span<B>(
+    method: usize,
+    route: Option<&str>,
+    request: &Request<B>,
+) -> (tracing::Span, Option<opentelemetry::Context>) {
     let method_label = METHODS[method];
+    let path = request.uri().path();
     // Given at creation rather than recorded after: a record costs a second
     // pass through every layer.
     let mut name = String::with_capacity(method_label.len() + 1 + route.map_or(0, str::len));
@@ -108,7 +113,9 @@ fn request_span(method: usize, route: Option<&str>, path: &str) -> tracing::Span
         name.push(' ');
         name.push_str(route);
     }
-    tracing::info_span!(
+    // The `otel.*` fields steer a `tracing-opentelemetry` bridge other than
+    // `init`'s; `init`'s bridge does not see this span.
+    let span = tracing::info_span!(
         target: TARGET,
         SPAN_NAME,
         otel.name = name.as_str(),
@@ -120,5 +127,19 @@ fn request_span(method: usize, route: Option<&str>, path: &str) -> tracing::Span
         http.response.status_code = Empty,
         user_id = Empty,
         error = Empty,
-    )
+    );
+    if span.is_disabled() {
+        return (span, None);
+    }
+    let attributes = RequestAttributes {
+        name,
+        method: method_label,
+        route,
+        path,
+    };
+    let cx = crate::trace::request::start(&span, attributes, request.headers());
+    if cx.is_none() {
+        crate::trace::start_trace(&span, request.headers());
+    }
+    (span, cx)
 }

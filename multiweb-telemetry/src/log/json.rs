@@ -6,6 +6,7 @@ use std::io::{self, Write as _};
 use std::sync::OnceLock;
 use std::time::SystemTime;
 
+use opentelemetry::trace::{SpanId, TraceId};
 use tracing_core::dispatcher::WeakDispatch;
 use tracing_core::field::{Field, Visit};
 use tracing_core::span::{Attributes, Id, Record};
@@ -16,6 +17,7 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
 use super::timestamp::write_rfc3339;
+use crate::trace::request::RequestContext;
 
 /// Keys the formatter writes itself; span or event fields with these names
 /// are left out.
@@ -350,9 +352,21 @@ where
 
             let leaf = ctx.event_span(event);
             let leaf_id = leaf.as_ref().map(tracing_subscriber::registry::SpanRef::id);
+            // The ids of a request span the HTTP layer started itself.
+            let mut request_ids = None;
             if let Some(leaf) = leaf {
                 for span in leaf.scope() {
                     let extensions = span.extensions();
+                    if leaf_id.as_ref() == Some(&span.id()) {
+                        request_ids =
+                            extensions
+                                .get::<RequestContext>()
+                                .map(|RequestContext(cx)| {
+                                    let otel_span = opentelemetry::trace::TraceContextExt::span(cx);
+                                    let ids = otel_span.span_context();
+                                    (ids.trace_id(), ids.span_id())
+                                });
+                    }
                     let Some(fields) = extensions.get::<SpanFields>() else {
                         continue;
                     };
@@ -371,7 +385,9 @@ where
 
             line.extend_from_slice(b",\"target\":");
             write_json_str(line, meta.target());
-            if let Some(leaf) = leaf_id {
+            if let Some((trace_id, span_id)) = request_ids {
+                write_ids(line, trace_id, span_id);
+            } else if let Some(leaf) = leaf_id {
                 self.write_trace_ids(line, &leaf);
             }
             line.extend_from_slice(b"}\n");
@@ -395,13 +411,18 @@ impl<W> JsonLayer<W> {
         };
         let otel_span = opentelemetry::trace::TraceContextExt::span(&cx);
         let span_context = otel_span.span_context();
-        if span_context.is_valid() {
-            line.extend_from_slice(b",\"trace_id\":\"");
-            write_hex(line, &span_context.trace_id().to_bytes());
-            line.extend_from_slice(b"\",\"span_id\":\"");
-            write_hex(line, &span_context.span_id().to_bytes());
-            line.push(b'"');
-        }
+        write_ids(line, span_context.trace_id(), span_context.span_id());
+    }
+}
+
+/// Appends `trace_id` and `span_id`, unless they are invalid (zero).
+fn write_ids(line: &mut Vec<u8>, trace_id: TraceId, span_id: SpanId) {
+    if trace_id != TraceId::INVALID && span_id != SpanId::INVALID {
+        line.extend_from_slice(b",\"trace_id\":\"");
+        write_hex(line, &trace_id.to_bytes());
+        line.extend_from_slice(b"\",\"span_id\":\"");
+        write_hex(line, &span_id.to_bytes());
+        line.push(b'"');
     }
 }
 

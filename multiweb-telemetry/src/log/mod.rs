@@ -32,6 +32,7 @@ use tracing_subscriber::layer::SubscriberExt;
 
 use crate::Error;
 use crate::config::{Config, LogFormat};
+use crate::trace::request::RequestSpans;
 
 /// A custom destination for log lines, set with
 /// [`TelemetryBuilder::log_writer`](crate::TelemetryBuilder::log_writer).
@@ -76,25 +77,35 @@ pub(crate) fn install(
     Ok(())
 }
 
-/// The subscriber: filter, OpenTelemetry bridge, formatter.
+/// The OpenTelemetry layers of [`dispatch`]: the bridge for spans, except
+/// the HTTP layer's request spans, whose OpenTelemetry spans it starts
+/// itself (see `trace::request`).
+pub(crate) fn otel_layers<S>(tracer: opentelemetry_sdk::trace::SdkTracer) -> impl Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    // Spans only: log events go to the log (with `trace_id`), not into span
+    // events, which `tracing-opentelemetry` would build even for spans the
+    // sampler drops.
+    tracing_opentelemetry::layer()
+        .with_tracer(tracer.clone())
+        .with_location(false)
+        .with_threads(false)
+        .with_tracked_inactivity(false)
+        .with_target(false)
+        .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+            meta.is_span() && !crate::http::is_request_span(meta)
+        }))
+        .and_then(RequestSpans::new(tracer))
+}
+
+/// The subscriber: filter, OpenTelemetry layers, formatter.
 pub(crate) fn dispatch(
     config: &Config,
     writer: &LogWriter,
     tracer: opentelemetry_sdk::trace::SdkTracer,
 ) -> tracing::Dispatch {
     let writer = writer.writer.clone();
-    // The closure's signature is what `filter_fn` needs; a method path is not.
-    #[allow(clippy::redundant_closure_for_method_calls)]
-    // Spans only: log events go to the log (with `trace_id`), not into span
-    // events, which `tracing-opentelemetry` would build even for spans the
-    // sampler drops.
-    let otel = tracing_opentelemetry::layer()
-        .with_tracer(tracer)
-        .with_location(false)
-        .with_threads(false)
-        .with_tracked_inactivity(false)
-        .with_target(false)
-        .with_filter(tracing_subscriber::filter::filter_fn(|meta| meta.is_span()));
     // Boxed rather than `Option`al: a box forwards `on_register_dispatch`,
     // which the JSON layer needs to find trace ids.
     let format = match config.log_format {
@@ -107,7 +118,7 @@ pub(crate) fn dispatch(
     };
     let subscriber = tracing_subscriber::registry()
         .with(config.log_filter.clone())
-        .with(otel)
+        .with(otel_layers(tracer))
         .with(format);
     tracing::Dispatch::new(subscriber)
 }

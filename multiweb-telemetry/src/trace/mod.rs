@@ -2,10 +2,11 @@
 //! sampling strategy, and trace context propagation.
 //!
 //! [`init`](crate::init) bridges `tracing` spans to OpenTelemetry with
-//! `tracing-opentelemetry`, so every request span of the
-//! [HTTP layer](crate::http) and every `#[tracing::instrument]` span becomes
-//! an OpenTelemetry span. Every JSON log line inside a span carries its
-//! `trace_id` and `span_id`, whether the trace is exported or not.
+//! `tracing-opentelemetry`, so every `#[tracing::instrument]` span becomes an
+//! OpenTelemetry span; the [HTTP layer](crate::http) starts each request's
+//! span itself, and attaches its context while the handler runs, so the
+//! handler's spans are its children. Every JSON log line inside a span
+//! carries its `trace_id` and `span_id`, whether the trace is exported or not.
 //!
 //! Only spans are bridged: log events stay log lines (carrying the
 //! `trace_id`), and are not copied into span events, which would cost every
@@ -61,6 +62,7 @@
 //! request's headers.
 
 mod processor;
+pub(crate) mod request;
 mod sampler;
 
 use std::time::Duration;
@@ -180,22 +182,29 @@ impl Injector for HeaderWriter<'_> {
     }
 }
 
+/// The remote parent in `headers`' `traceparent`/`tracestate`, if valid.
+fn remote_parent(headers: &HeaderMap) -> Option<opentelemetry::Context> {
+    if !headers.contains_key("traceparent") {
+        return None;
+    }
+    let cx = TraceContextPropagator::new().extract(&HeaderReader(headers));
+    opentelemetry::trace::TraceContextExt::span(&cx)
+        .span_context()
+        .is_valid()
+        .then_some(cx)
+}
+
 /// Makes `span` continue the trace of an incoming `traceparent`, if the
 /// headers carry a valid one, then starts its OpenTelemetry span, so that the
 /// sampling decision is taken now: the events and attributes of a span the
-/// sampler drops then cost (almost) nothing.
+/// sampler drops then cost (almost) nothing. For request spans under a
+/// subscriber other than [`init`](crate::init)'s, whose bridge is not ours.
 pub(crate) fn start_trace(span: &tracing::Span, headers: &HeaderMap) {
     if span.is_disabled() {
         return;
     }
-    if headers.contains_key("traceparent") {
-        let cx = TraceContextPropagator::new().extract(&HeaderReader(headers));
-        if opentelemetry::trace::TraceContextExt::span(&cx)
-            .span_context()
-            .is_valid()
-        {
-            let _ = span.set_parent(cx);
-        }
+    if let Some(cx) = remote_parent(headers) {
+        let _ = span.set_parent(cx);
     }
     drop(span.context());
 }
@@ -210,6 +219,15 @@ pub(crate) fn start_trace(span: &tracing::Span, headers: &HeaderMap) {
 ///
 /// Outside a span, or before [`init`](crate::init), it writes nothing.
 pub fn inject_context(headers: &mut HeaderMap) {
-    let cx = tracing::Span::current().context();
+    let current = tracing::Span::current();
+    let mut cx = current.context();
+    if !opentelemetry::trace::TraceContextExt::span(&cx)
+        .span_context()
+        .is_valid()
+    {
+        // The request span itself (not bridged, see `request`), or a span
+        // the bridge does not see: its request's context, else the attached one.
+        cx = request::context_of(&current).unwrap_or_else(opentelemetry::Context::current);
+    }
     TraceContextPropagator::new().inject_context(&cx, &mut HeaderWriter(headers));
 }

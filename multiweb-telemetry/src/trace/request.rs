@@ -1,0 +1,188 @@
+//! The OpenTelemetry span of an HTTP request, started by the HTTP layer
+//! itself rather than through the `tracing` bridge.
+//!
+//! The bridge builds a span from a `tracing` span's fields: a visitor pass,
+//! a `String` per attribute, and a second pass for every field recorded
+//! later. The request span's attributes are known when the request arrives,
+//! so with [`init`](crate::init)'s subscriber the HTTP layer starts the SDK
+//! span directly, keeps the `tracing` span for the log lines only (the
+//! bridge does not see it), and polls the handler with the span's context
+//! attached, so the handler's own spans are its children. Fields recorded on
+//! the `tracing` span later (`user_id`, `error`) are copied to the SDK span
+//! by [`RequestSpans`].
+//!
+//! Under any other subscriber the request span goes through whatever bridge
+//! that subscriber has, as before (its `otel.*` fields steer it).
+
+use std::fmt;
+
+use http::HeaderMap;
+use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer as _};
+use opentelemetry::{Context, Key, KeyValue, Value};
+use opentelemetry_sdk::trace::SdkTracer;
+use tracing::Subscriber;
+use tracing::field::{Field, Visit};
+use tracing::span::{Id, Record};
+use tracing_subscriber::Registry;
+use tracing_subscriber::layer::{Context as LayerContext, Layer};
+use tracing_subscriber::registry::LookupSpan;
+
+/// Span extension of a request's `tracing` span: its OpenTelemetry context.
+pub(crate) struct RequestContext(pub(crate) Context);
+
+/// The layer that lets the HTTP layer start request spans with the
+/// installed tracer, and copies fields recorded on a request's `tracing`
+/// span to its OpenTelemetry span.
+pub(crate) struct RequestSpans {
+    tracer: SdkTracer,
+}
+
+impl RequestSpans {
+    pub(crate) fn new(tracer: SdkTracer) -> Self {
+        Self { tracer }
+    }
+}
+
+impl<S> Layer<S> for RequestSpans
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: LayerContext<'_, S>) {
+        let Some(span) = ctx.span(id) else {
+            return;
+        };
+        let extensions = span.extensions();
+        if let Some(RequestContext(cx)) = extensions.get::<RequestContext>() {
+            values.record(&mut CopyFields(cx));
+        }
+    }
+}
+
+/// The request's attributes, known when it arrives.
+pub(crate) struct RequestAttributes<'a> {
+    /// `METHOD route`, or `METHOD` without a route.
+    pub(crate) name: String,
+    pub(crate) method: &'static str,
+    pub(crate) route: Option<&'a str>,
+    pub(crate) path: &'a str,
+}
+
+/// Starts the SDK span of the request whose `tracing` span is `span`, a
+/// child of the incoming `traceparent` when `headers` carry a valid one,
+/// stores its context on `span` and returns it. Returns `None` (and does
+/// nothing) when `span` is disabled or its subscriber is not the one
+/// [`init`](crate::init) installs.
+pub(crate) fn start(
+    span: &tracing::Span,
+    attributes: RequestAttributes<'_>,
+    headers: &HeaderMap,
+) -> Option<Context> {
+    span.with_subscriber(|(id, dispatch)| {
+        let layer = dispatch.downcast_ref::<RequestSpans>()?;
+        let data = dispatch.downcast_ref::<Registry>()?.span(id)?;
+        let parent = super::remote_parent(headers).unwrap_or_else(Context::current);
+        let mut kvs = Vec::with_capacity(4);
+        kvs.push(KeyValue::new(
+            Key::from_static_str("http.request.method"),
+            Value::from(attributes.method),
+        ));
+        if let Some(route) = attributes.route {
+            kvs.push(KeyValue::new(
+                Key::from_static_str("http.route"),
+                Value::from(route.to_owned()),
+            ));
+        }
+        kvs.push(KeyValue::new(
+            Key::from_static_str("url.path"),
+            Value::from(attributes.path.to_owned()),
+        ));
+        let otel_span = layer
+            .tracer
+            .span_builder(attributes.name)
+            .with_kind(SpanKind::Server)
+            .with_attributes(kvs)
+            .start_with_context(&layer.tracer, &parent);
+        let cx = parent.with_span(otel_span);
+        data.extensions_mut().insert(RequestContext(cx.clone()));
+        Some(cx)
+    })
+    .flatten()
+}
+
+/// The OpenTelemetry context stored on `span` by [`start`], if any.
+pub(crate) fn context_of(span: &tracing::Span) -> Option<Context> {
+    span.with_subscriber(|(id, dispatch)| {
+        let registry = dispatch.downcast_ref::<Registry>()?;
+        let data = registry.span(id)?;
+        // The request span is the current span or one of its ancestors.
+        data.scope().find_map(|span| {
+            span.extensions()
+                .get::<RequestContext>()
+                .map(|RequestContext(cx)| cx.clone())
+        })
+    })
+    .flatten()
+}
+
+/// Notes the response status on a request's SDK span: the attribute, and
+/// Error for a 5xx.
+pub(crate) fn respond(cx: &Context, status: u16) {
+    let span = cx.span();
+    span.set_attribute(KeyValue::new(
+        Key::from_static_str("http.response.status_code"),
+        i64::from(status),
+    ));
+    if status >= 500 {
+        span.set_status(Status::error(""));
+    }
+}
+
+/// Copies recorded fields to the SDK span as attributes; the bridge's
+/// `otel.status_code` convention sets the status.
+struct CopyFields<'a>(&'a Context);
+
+impl CopyFields<'_> {
+    fn set(&self, field: &Field, value: Value) {
+        let name = field.name();
+        if name == "otel.status_code" {
+            match value.as_str().as_ref() {
+                "ERROR" | "Error" | "error" => self.0.span().set_status(Status::error("")),
+                "OK" | "Ok" | "ok" => self.0.span().set_status(Status::Ok),
+                _ => {}
+            }
+        } else if !name.starts_with("otel.") {
+            self.0
+                .span()
+                .set_attribute(KeyValue::new(Key::from_static_str(name), value));
+        }
+    }
+}
+
+impl Visit for CopyFields<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.set(field, Value::from(value.to_owned()));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.set(field, Value::from(value));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        match i64::try_from(value) {
+            Ok(value) => self.set(field, Value::from(value)),
+            Err(_) => self.set(field, Value::from(value.to_string())),
+        }
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.set(field, Value::from(value));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.set(field, Value::from(value));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.set(field, Value::from(format!("{value:?}")));
+    }
+}
