@@ -871,6 +871,12 @@ mod tests {
             server.span_context.span_id().to_string().as_str()
         );
         assert_eq!(access[0]["user_id"], "9");
+        // The request's attributes are fields of every line inside it.
+        for line in [handler_line, &access[0]] {
+            assert_eq!(line["http.request.method"], "GET", "{line}");
+            assert_eq!(line["http.route"], "/api/v1/products/", "{line}");
+            assert_eq!(line["url.path"], "/api/v1/products/", "{line}");
+        }
     }
 
     /// A continued trace, a 5xx, a panic's message, the bridge's

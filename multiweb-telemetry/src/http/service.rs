@@ -105,16 +105,29 @@ fn request_span<B>(
 ) -> (tracing::Span, Option<opentelemetry::Context>) {
     let method_label = METHODS[method];
     let path = request.uri().path();
-    // Given at creation rather than recorded after: a record costs a second
-    // pass through every layer.
-    let mut name = String::with_capacity(method_label.len() + 1 + route.map_or(0, str::len));
-    name.push_str(method_label);
-    if let Some(route) = route {
-        name.push(' ');
-        name.push_str(route);
+    if crate::trace::request::is_installed() {
+        // Only the fields recorded later: the layer gives the OpenTelemetry
+        // span its attributes and the log lines their fields itself, without
+        // a pass through every layer.
+        let span = tracing::info_span!(
+            target: TARGET,
+            SPAN_NAME,
+            otel.status_code = Empty,
+            user_id = Empty,
+            error = Empty,
+        );
+        let attributes = RequestAttributes {
+            name: span_name(method_label, route),
+            method: method_label,
+            route,
+            path,
+        };
+        let cx = crate::trace::request::start(&span, attributes, request.headers());
+        return (span, cx);
     }
-    // The `otel.*` fields steer a `tracing-opentelemetry` bridge other than
-    // `init`'s; `init`'s bridge does not see this span.
+    // Another subscriber: its `tracing-opentelemetry` bridge, if any, makes
+    // the OpenTelemetry span from this span's fields, steered by `otel.*`.
+    let name = span_name(method_label, route);
     let span = tracing::info_span!(
         target: TARGET,
         SPAN_NAME,
@@ -128,18 +141,17 @@ fn request_span<B>(
         user_id = Empty,
         error = Empty,
     );
-    if span.is_disabled() {
-        return (span, None);
+    crate::trace::start_trace(&span, request.headers());
+    (span, None)
+}
+
+/// `METHOD route`, or `METHOD` without a route.
+fn span_name(method: &str, route: Option<&str>) -> String {
+    let mut name = String::with_capacity(method.len() + 1 + route.map_or(0, str::len));
+    name.push_str(method);
+    if let Some(route) = route {
+        name.push(' ');
+        name.push_str(route);
     }
-    let attributes = RequestAttributes {
-        name,
-        method: method_label,
-        route,
-        path,
-    };
-    let cx = crate::trace::request::start(&span, attributes, request.headers());
-    if cx.is_none() {
-        crate::trace::start_trace(&span, request.headers());
-    }
-    (span, cx)
+    name
 }

@@ -14,7 +14,7 @@ use tracing_core::{Dispatch, Event, Level, Subscriber};
 use tracing_subscriber::Layer;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::Context;
-use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::registry::{ExtensionsMut, LookupSpan};
 
 use super::timestamp::write_rfc3339;
 use crate::trace::request::RequestContext;
@@ -117,10 +117,11 @@ struct SpanFields {
 }
 
 impl Default for SpanFields {
+    /// Empty, allocating nothing until the first field is set.
     fn default() -> Self {
         Self {
-            json: Vec::with_capacity(96),
-            keys: Vec::with_capacity(6),
+            json: Vec::new(),
+            keys: Vec::new(),
             stale: 0,
         }
     }
@@ -129,6 +130,10 @@ impl Default for SpanFields {
 impl SpanFields {
     /// Encodes a value for `key` with `write`, replacing an earlier one.
     fn set(&mut self, key: &'static str, write: impl FnOnce(&mut Vec<u8>)) {
+        if self.keys.capacity() == 0 {
+            self.json.reserve(96);
+            self.keys.reserve(6);
+        }
         let start = self.json.len();
         write(&mut self.json);
         let end = self.json.len();
@@ -163,6 +168,23 @@ impl SpanFields {
         self.keys
             .iter()
             .map(|&(key, start, end)| (key, self.json.get(start..end).unwrap_or_default()))
+    }
+}
+
+/// Adds string fields to a span's log fields, as if recorded on it: how
+/// the HTTP layer gives a request span the values it already has without a
+/// pass through every layer.
+pub(crate) fn add_str_fields(extensions: &mut ExtensionsMut<'_>, values: &[(&'static str, &str)]) {
+    if let Some(fields) = extensions.get_mut::<SpanFields>() {
+        for &(key, value) in values {
+            fields.set(key, |b| write_json_str(b, value));
+        }
+    } else {
+        let mut fields = SpanFields::default();
+        for &(key, value) in values {
+            fields.set(key, |b| write_json_str(b, value));
+        }
+        extensions.insert(fields);
     }
 }
 
@@ -312,10 +334,14 @@ where
     }
 
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        let Some(span) = ctx.span(id) else { return };
         let mut fields = SpanFields::default();
         attrs.record(&mut SpanVisitor(&mut fields));
-        span.extensions_mut().insert(fields);
+        // With nothing to keep yet, `on_record` adds the fields when recorded.
+        if !fields.keys.is_empty()
+            && let Some(span) = ctx.span(id)
+        {
+            span.extensions_mut().insert(fields);
+        }
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {

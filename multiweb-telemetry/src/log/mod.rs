@@ -25,8 +25,8 @@ pub(crate) use writer::{BufferedWriter, DroppedLines, WriterGuard};
 
 use std::io;
 
-pub(crate) use json::decimal;
 pub use json::{JsonLayer, MAX_VALUE_BYTES};
+pub(crate) use json::{add_str_fields, decimal};
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt;
 

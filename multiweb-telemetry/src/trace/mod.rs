@@ -184,7 +184,9 @@ impl Injector for HeaderWriter<'_> {
 
 /// The remote parent in `headers`' `traceparent`/`tracestate`, if valid.
 fn remote_parent(headers: &HeaderMap) -> Option<opentelemetry::Context> {
-    if !headers.contains_key("traceparent") {
+    // A name made once: looking a `&str` up parses it first.
+    static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+    if !headers.contains_key(&TRACEPARENT) {
         return None;
     }
     let cx = TraceContextPropagator::new().extract(&HeaderReader(headers));

@@ -58,6 +58,12 @@ where
     }
 }
 
+/// Whether the current subscriber is the one [`init`](crate::init) installs
+/// (with a [`RequestSpans`] layer).
+pub(crate) fn is_installed() -> bool {
+    tracing::dispatcher::get_default(tracing::Dispatch::is::<RequestSpans>)
+}
+
 /// The request's attributes, known when it arrives.
 pub(crate) struct RequestAttributes<'a> {
     /// `METHOD route`, or `METHOD` without a route.
@@ -69,9 +75,9 @@ pub(crate) struct RequestAttributes<'a> {
 
 /// Starts the SDK span of the request whose `tracing` span is `span`, a
 /// child of the incoming `traceparent` when `headers` carry a valid one,
-/// stores its context on `span` and returns it. Returns `None` (and does
-/// nothing) when `span` is disabled or its subscriber is not the one
-/// [`init`](crate::init) installs.
+/// stores its context on `span` (and the attributes as its log fields), and
+/// returns it. Returns `None` (and does nothing) when `span` is disabled or
+/// its subscriber is not the one [`init`](crate::init) installs.
 pub(crate) fn start(
     span: &tracing::Span,
     attributes: RequestAttributes<'_>,
@@ -103,7 +109,18 @@ pub(crate) fn start(
             .with_attributes(kvs)
             .start_with_context(&layer.tracer, &parent);
         let cx = parent.with_span(otel_span);
-        data.extensions_mut().insert(RequestContext(cx.clone()));
+        let mut extensions = data.extensions_mut();
+        extensions.insert(RequestContext(cx.clone()));
+        // The same values as fields of the log lines inside the request.
+        let mut fields = [("http.request.method", attributes.method); 3];
+        let mut count = 1;
+        if let Some(route) = attributes.route {
+            fields[count] = ("http.route", route);
+            count += 1;
+        }
+        fields[count] = ("url.path", attributes.path);
+        count += 1;
+        crate::log::add_str_fields(&mut extensions, fields.get(..count).unwrap_or_default());
         Some(cx)
     })
     .flatten()
