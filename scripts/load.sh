@@ -4,8 +4,14 @@
 # file, spans exported to rotel at ratio 0.1). Prints requests per second and
 # p50/p99 latency, and the ratios recorded in BENCHMARKS.md.
 #
-#   bash scripts/load.sh            # 10 s per configuration
-#   DURATION=30s bash scripts/load.sh
+#   bash scripts/load.sh            # 3 rounds, 10 s per configuration
+#   DURATION=30s ROUNDS=5 bash scripts/load.sh
+#
+# The configurations run interleaved (off, metrics, full, storm; then again),
+# ROUNDS times; each ratio is taken within its round, against that round's
+# `off`, and the median over the rounds is reported, with the range: on a
+# shared machine, throughput drifts over minutes, which would otherwise land
+# on whichever configuration ran last.
 #
 # Needs wrk (apt-get install -y wrk) and rotel (scripts/install-test-tools.sh).
 # Every process it starts is stopped by PID; everything listens on 127.0.0.1.
@@ -13,6 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION="${DURATION:-10s}"
+ROUNDS="${ROUNDS:-3}"
 CONNECTIONS="${CONNECTIONS:-32}"
 command -v wrk >/dev/null || { echo "load.sh: wrk is missing: apt-get install -y wrk" >&2; exit 1; }
 bash scripts/install-test-tools.sh >/dev/null
@@ -32,7 +39,7 @@ grpc=$(free_port); http=$(free_port)
 pids+=($!)
 wait_port "$grpc"
 
-# run NAME LAYER [ENV...]: starts the app, loads it, prints "NAME rps p50_ms p99_ms".
+# run NAME LAYER [ENV...]: starts the app, loads it, prints "ROUND NAME rps p50_ms p99_ms".
 # With STORM=1, a second wrk fetches /metrics continuously during the load,
 # and the scrapes per second are written to $WORK/NAME.scrapes.
 run() {
@@ -52,27 +59,28 @@ run() {
   # CPU seconds the app used (utime + stime), to separate scrape and request costs.
   awk -v tck="$(getconf CLK_TCK)" '{print ($14 + $15) / tck}' "/proc/$pid/stat" >"$WORK/$name.cpu"
   kill "$pid"; wait "$pid" 2>/dev/null || true
-  python3 - "$name" "$WORK/$name.wrk" <<'PY'
+  python3 - "$round" "$name" "$WORK/$name.wrk" <<'PY'
 import re, sys
-name, path = sys.argv[1], sys.argv[2]
+round_no, name, path = sys.argv[1], sys.argv[2], sys.argv[3]
 text = open(path).read()
 def ms(label):
     m = re.search(r"^\s*%s%%\s+([\d.]+)(us|ms|s)" % label, text, re.M)
     value, unit = float(m.group(1)), m.group(2)
     return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-print(name, rps, ms("50"), ms("99"))
+print(round_no, name, rps, ms("50"), ms("99"))
 PY
 }
 
-{
+for round in $(seq "$ROUNDS"); do
   run off off OTEL_SDK_DISABLED=true
   run metrics metrics OTEL_SDK_DISABLED=true
   run full full OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$grpc" OTEL_EXPORTER_OTLP_PROTOCOL=grpc OTEL_TRACES_SAMPLER_ARG=0.1
   STORM=1 run storm metrics OTEL_SDK_DISABLED=true
-} | tee "$WORK/results"
+done | tee "$WORK/results"
 
-# Scrapes alone, to know what one scrape costs the app.
+# Scrapes alone, to know what one scrape costs the app (compared with the
+# last round's metrics and storm runs).
 port=$(free_port)
 OTEL_SDK_DISABLED=true "$APP" --listen "127.0.0.1:$port" --http-layer metrics >/dev/null 2>&1 &
 pid=$!; pids+=("$pid"); wait_port "$port"
@@ -101,13 +109,29 @@ print(f"scrapes took {scrape_share:.0%} of the app's CPU during the storm; reque
 PY
 
 python3 - "$WORK/results" <<'PY'
-import sys
-rows = {n: (float(r), float(p50), float(p99)) for n, r, p50, p99 in (l.split() for l in open(sys.argv[1]))}
-off = rows["off"]
+import statistics, sys
+rounds = {}
+for line in open(sys.argv[1]):
+    round_no, name, rps, p50, p99 = line.split()
+    rounds.setdefault(round_no, {})[name] = (float(rps), float(p50), float(p99))
+def summary(values, digits):
+    values = sorted(values)
+    median = statistics.median(values)
+    if len(values) == 1:
+        return f"{median:.{digits}f}"
+    return f"{median:.{digits}f} ({values[0]:.{digits}f}-{values[-1]:.{digits}f})"
+print()
+print(f"medians over {len(rounds)} rounds (range in parentheses); ratios are taken within each round")
 print()
 print("| configuration | requests/s | p50 | p99 | throughput vs off | p99 vs off |")
 print("|---|---|---|---|---|---|")
 for name in ("off", "metrics", "full", "storm"):
-    r, p50, p99 = rows[name]
-    print(f"| {name} | {r:.0f} | {p50:.2f} ms | {p99:.2f} ms | {r / off[0]:.2f} | {p99 / off[2]:.2f} |")
+    rows = [r[name] for r in rounds.values()]
+    offs = [r["off"] for r in rounds.values()]
+    rps = statistics.median(x[0] for x in rows)
+    p50 = statistics.median(x[1] for x in rows)
+    p99 = statistics.median(x[2] for x in rows)
+    throughput = summary([x[0] / o[0] for x, o in zip(rows, offs)], 2)
+    tail = summary([x[2] / o[2] for x, o in zip(rows, offs)], 2)
+    print(f"| {name} | {rps:.0f} | {p50:.2f} ms | {p99:.2f} ms | {throughput} | {tail} |")
 PY
