@@ -764,9 +764,10 @@ mod tests {
 
     /// `init`'s OpenTelemetry layers and JSON layer, set as the default for
     /// the calling thread, exporting into the returned [`Exported`]; the app
-    /// has two more routes: one answering the `traceparent` an outgoing call
-    /// would carry, one marking its span Error as the bridge's
-    /// `otel.status_code` convention does.
+    /// has three more routes: one answering the `traceparent` an outgoing call
+    /// would carry, one opening a span in a task spawned `.in_current_span()`,
+    /// one marking its span Error as the bridge's `otel.status_code`
+    /// convention does.
     fn init_like() -> (Exported, Logs, tracing::subscriber::DefaultGuard, Router) {
         use opentelemetry::trace::TracerProvider as _;
 
@@ -790,6 +791,17 @@ mod tests {
                         .get("traceparent")
                         .map(|v| v.to_str().unwrap().to_owned())
                         .unwrap_or_default()
+                }),
+            )
+            .route(
+                "/api/v1/spawned",
+                get(|| async {
+                    use tracing::Instrument as _;
+                    let task = async {
+                        let _span = tracing::info_span!("background").entered();
+                    };
+                    tokio::spawn(task.in_current_span()).await.unwrap();
+                    ""
                 }),
             )
             .route(
@@ -920,6 +932,14 @@ mod tests {
         assert_eq!(
             exported.span("GET /api/v1/flagged").status,
             Status::error("")
+        );
+
+        send(&app, "GET", "/api/v1/spawned", &[]).await;
+        let spawner = exported.span("GET /api/v1/spawned");
+        assert_eq!(
+            exported.span("background").parent_span_id,
+            spawner.span_context.span_id(),
+            "a span opened in a task spawned `.in_current_span()` is the request's child"
         );
 
         let (_, traceparent) = send(&app, "GET", "/api/v1/outgoing", &[]).await;

@@ -37,22 +37,6 @@ pub(crate) struct Trace {
     pub(crate) uri: Option<Uri>,
 }
 
-impl Trace {
-    /// Enters the request span and attaches its OpenTelemetry context, so
-    /// that spans opened meanwhile are its children.
-    pub(crate) fn enter(
-        &self,
-    ) -> (
-        tracing::span::Entered<'_>,
-        Option<opentelemetry::ContextGuard>,
-    ) {
-        (
-            self.span.enter(),
-            self.cx.as_ref().map(|cx| cx.clone().attach()),
-        )
-    }
-}
-
 impl std::fmt::Debug for Trace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Trace")

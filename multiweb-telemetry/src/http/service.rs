@@ -89,7 +89,7 @@ where
         drop(route);
         let state = RequestState::new(Arc::clone(instance), start, method, series, trace);
         let future = {
-            let _entered = state.trace.as_ref().map(|trace| trace.enter());
+            let _entered = state.trace.as_ref().map(|trace| trace.span.enter());
             self.inner.call(request)
         };
         ResponseFuture::new(future, Some(state))

@@ -6,19 +6,21 @@
 //! later. The request span's attributes are known when the request arrives,
 //! so with [`init`](crate::init)'s subscriber the HTTP layer starts the SDK
 //! span directly, keeps the `tracing` span for the log lines only (the
-//! bridge does not see it), and polls the handler with the span's context
-//! attached, so the handler's own spans are its children. Fields recorded on
+//! bridge does not see it). Entering the `tracing` span attaches the
+//! OpenTelemetry span's context ([`RequestSpans`] does), so the handler's
+//! own spans are its children. Fields recorded on
 //! the `tracing` span later (`user_id`, `error`) are copied to the SDK span
 //! by [`RequestSpans`].
 //!
 //! Under any other subscriber the request span goes through whatever bridge
 //! that subscriber has, as before (its `otel.*` fields steer it).
 
+use std::cell::RefCell;
 use std::fmt;
 
 use http::HeaderMap;
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer as _};
-use opentelemetry::{Context, Key, KeyValue, Value};
+use opentelemetry::{Context, ContextGuard, Key, KeyValue, Value};
 use opentelemetry_sdk::trace::SdkTracer;
 use tracing::Subscriber;
 use tracing::field::{Field, Visit};
@@ -43,10 +45,48 @@ impl RequestSpans {
     }
 }
 
+thread_local! {
+    /// The contexts attached by entering request spans on this thread, with
+    /// the span each belongs to (spans may be exited out of order).
+    static ATTACHED: RefCell<Vec<(Id, ContextGuard)>> = const { RefCell::new(Vec::new()) };
+}
+
 impl<S> Layer<S> for RequestSpans
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
+    /// Entering a request span attaches its context, wherever it is entered
+    /// (a task spawned with `.in_current_span()` too), so spans opened inside
+    /// are its children, as the bridge's context activation does for others.
+    fn on_enter(&self, id: &Id, ctx: LayerContext<'_, S>) {
+        let Some(span) = ctx.span(id) else {
+            return;
+        };
+        if !crate::http::is_request_span(span.metadata()) {
+            return;
+        }
+        let cx = span
+            .extensions()
+            .get::<RequestContext>()
+            .map(|RequestContext(cx)| cx.clone());
+        if let Some(cx) = cx {
+            let guard = cx.attach();
+            let _ = ATTACHED.try_with(|attached| attached.borrow_mut().push((id.clone(), guard)));
+        }
+    }
+
+    fn on_exit(&self, id: &Id, _ctx: LayerContext<'_, S>) {
+        let _ = ATTACHED.try_with(|attached| {
+            let mut attached = attached.borrow_mut();
+            if let Some(index) = attached.iter().rposition(|(entered, _)| entered == id) {
+                let (_, guard) = attached.remove(index);
+                // Dropped after the borrow ends.
+                drop(attached);
+                drop(guard);
+            }
+        });
+    }
+
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: LayerContext<'_, S>) {
         let Some(span) = ctx.span(id) else {
             return;
