@@ -103,15 +103,17 @@ impl<W> JsonLayer<W> {
     }
 }
 
-/// The fields recorded on a span, each value already JSON-encoded, back to
-/// back in one buffer: a span costs two allocations however many fields it
-/// has.
+/// The fields recorded on a span, each already JSON-encoded as an object
+/// member (`"key":value`), back to back in one buffer: a span costs two
+/// allocations however many fields it has, and a log line copies each field
+/// with one copy.
 #[derive(Debug)]
 struct SpanFields {
-    /// The encoded values.
+    /// The encoded members.
     json: Vec<u8>,
-    /// Each field's name and the range of its value in `json`.
-    keys: Vec<(&'static str, usize, usize)>,
+    /// Each field's name and where its member and its value start and end
+    /// in `json`.
+    keys: Vec<(&'static str, usize, usize, usize)>,
     /// Bytes of `json` no longer referenced (values recorded again).
     stale: usize,
 }
@@ -131,32 +133,37 @@ impl SpanFields {
     /// Encodes a value for `key` with `write`, replacing an earlier one.
     fn set(&mut self, key: &'static str, write: impl FnOnce(&mut Vec<u8>)) {
         if self.keys.capacity() == 0 {
-            self.json.reserve(96);
+            self.json.reserve(128);
             self.keys.reserve(6);
         }
-        let start = self.json.len();
+        let member = self.json.len();
+        self.json.push(b'"');
+        escape_into(&mut self.json, key);
+        self.json.extend_from_slice(b"\":");
+        let value = self.json.len();
         write(&mut self.json);
         let end = self.json.len();
-        match self.keys.iter_mut().find(|(k, _, _)| *k == key) {
+        match self.keys.iter_mut().find(|(k, ..)| *k == key) {
             Some(slot) => {
-                self.stale += slot.2 - slot.1;
-                slot.1 = start;
-                slot.2 = end;
+                self.stale += slot.3 - slot.1;
+                *slot = (key, member, value, end);
                 // A span recorded again and again must not grow without bound.
                 if self.stale > 1024 && self.stale * 2 > self.json.len() {
                     self.compact();
                 }
             }
-            None => self.keys.push((key, start, end)),
+            None => self.keys.push((key, member, value, end)),
         }
     }
 
     fn compact(&mut self) {
         let mut json = Vec::with_capacity(self.json.len() - self.stale);
-        for (_, start, end) in &mut self.keys {
-            let value = self.json.get(*start..*end).unwrap_or_default();
-            *start = json.len();
-            json.extend_from_slice(value);
+        for (_, member, value, end) in &mut self.keys {
+            let text = self.json.get(*member..*end).unwrap_or_default();
+            let shift = json.len();
+            json.extend_from_slice(text);
+            *value = *value - *member + shift;
+            *member = shift;
             *end = json.len();
         }
         self.json = json;
@@ -164,10 +171,19 @@ impl SpanFields {
     }
 
     /// Each field's name and encoded value, in the order first recorded.
+    #[cfg(test)]
     fn iter(&self) -> impl Iterator<Item = (&'static str, &[u8])> {
         self.keys
             .iter()
-            .map(|&(key, start, end)| (key, self.json.get(start..end).unwrap_or_default()))
+            .map(|&(key, _, value, end)| (key, self.json.get(value..end).unwrap_or_default()))
+    }
+
+    /// Each field's name and encoded member (`"key":value`), in the order
+    /// first recorded.
+    fn members(&self) -> impl Iterator<Item = (&'static str, &[u8])> {
+        self.keys
+            .iter()
+            .map(|&(key, member, _, end)| (key, self.json.get(member..end).unwrap_or_default()))
     }
 }
 
@@ -396,15 +412,13 @@ where
                     let Some(fields) = extensions.get::<SpanFields>() else {
                         continue;
                     };
-                    for (key, json) in fields.iter() {
+                    for (key, member) in fields.members() {
                         if is_reserved(key) || keys.contains(&key) {
                             continue;
                         }
                         keys.push(key);
-                        line.extend_from_slice(b",\"");
-                        escape_into(line, key);
-                        line.extend_from_slice(b"\":");
-                        line.extend_from_slice(json);
+                        line.push(b',');
+                        line.extend_from_slice(member);
                     }
                 }
             }
@@ -464,10 +478,20 @@ fn level_str(level: Level) -> &'static str {
 
 /// Appends lowercase hex digits, as OpenTelemetry ids are written.
 fn write_hex<const N: usize>(buf: &mut Vec<u8>, bytes: &[u8; N]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
+    /// The two digits of every byte value.
+    const PAIRS: [[u8; 2]; 256] = {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut pairs = [[0_u8; 2]; 256];
+        let mut b = 0;
+        while b < 256 {
+            pairs[b] = [HEX[b >> 4], HEX[b & 0xf]];
+            b += 1;
+        }
+        pairs
+    };
     let mut text = [[0_u8; 2]; N];
     for (pair, &b) in text.iter_mut().zip(bytes) {
-        *pair = [HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]];
+        *pair = PAIRS[usize::from(b)];
     }
     buf.extend_from_slice(text.as_flattened());
 }
