@@ -49,11 +49,35 @@
 //! span attributes too. The inner service is called and polled inside both,
 //! so spans the handler opens are children of the request span.
 //!
-//! Under [`init`](crate::init)'s subscriber the layer starts the
-//! OpenTelemetry span itself, which costs a fraction of building it from the
-//! `tracing` span's fields. Under another subscriber with a
-//! `tracing-opentelemetry` bridge, the bridge makes it from the `tracing`
-//! span, whose `otel.name`, `otel.kind` and `otel.status_code` fields steer it.
+//! The span ends when the response body has been sent in full (or dropped),
+//! as `http_request_duration_seconds` measures, not when the handler
+//! returns: a streamed response's span covers the stream.
+//!
+//! Under [`init`](crate::init)'s subscriber with JSON logs, the layer starts
+//! the OpenTelemetry span itself, which costs a fraction of building it from
+//! the `tracing` span's fields, and the bridge does not see the request's
+//! `tracing` span. What that changes for the handler's code:
+//!
+//! - spans it opens inside the request (`#[instrument]`, `info_span!`, tasks
+//!   spawned with `.in_current_span()`) are the request span's children, as
+//!   before; a span given the request span as an *explicit* parent
+//!   (`info_span!(parent: &request_span, ..)`) starts a new trace instead:
+//!   open it inside the request span;
+//! - `tracing_opentelemetry::OpenTelemetrySpanExt` methods called on the
+//!   request span itself (`Span::current().context()` directly in the
+//!   handler, `set_attribute`, `set_parent`) do not reach it: use
+//!   [`trace::current_context`](crate::trace::current_context) and
+//!   [`trace::inject_context`](crate::trace::inject_context), and record
+//!   `user_id`, `error` or `otel.status_code` on the span, which are copied
+//!   to it; on the handler's own spans they work as usual;
+//! - log lines inside the request carry `http.request.method`, `http.route`
+//!   and `url.path`, but not `http.response.status_code` (the access line
+//!   has `status`).
+//!
+//! With the pretty log format, or under another subscriber with a
+//! `tracing-opentelemetry` bridge, the bridge makes the span from the
+//! `tracing` span, whose `otel.name`, `otel.kind` and `otel.status_code`
+//! fields steer it.
 //!
 //! # Access log
 //!
@@ -764,11 +788,12 @@ mod tests {
 
     /// `init`'s OpenTelemetry layers and JSON layer, set as the default for
     /// the calling thread, exporting into the returned [`Exported`]; the app
-    /// has three more routes: one answering the `traceparent` an outgoing call
-    /// would carry, one opening a span in a task spawned `.in_current_span()`,
+    /// has four more routes: one answering the `traceparent` an outgoing call
+    /// would carry, one answering `current_context()`'s ids, one opening a
+    /// span in a task spawned `.in_current_span()`,
     /// one marking its span Error as the bridge's `otel.status_code`
     /// convention does.
-    fn init_like() -> (Exported, Logs, tracing::subscriber::DefaultGuard, Router) {
+    fn init_like(direct: bool) -> (Exported, Logs, tracing::subscriber::DefaultGuard, Router) {
         use opentelemetry::trace::TracerProvider as _;
 
         let exported = Exported::default();
@@ -778,7 +803,7 @@ mod tests {
         let logs = Logs::default();
         let writer = logs.clone();
         let subscriber = tracing_subscriber::registry()
-            .with(crate::log::otel_layers(provider.tracer("test")))
+            .with(crate::log::otel_layers(provider.tracer("test"), direct))
             .with(JsonLayer::new().with_writer(move || writer.clone()));
         let default = tracing::subscriber::set_default(subscriber);
         let routes = routes()
@@ -791,6 +816,15 @@ mod tests {
                         .get("traceparent")
                         .map(|v| v.to_str().unwrap().to_owned())
                         .unwrap_or_default()
+                }),
+            )
+            .route(
+                "/api/v1/ids",
+                get(|| async {
+                    use opentelemetry::trace::TraceContextExt as _;
+                    let cx = crate::trace::current_context();
+                    let ids = cx.span().span_context().clone();
+                    format!("{}-{}", ids.trace_id(), ids.span_id())
                 }),
             )
             .route(
@@ -820,7 +854,7 @@ mod tests {
     async fn with_inits_subscriber_the_layer_exports_the_request_span_itself() {
         use opentelemetry::trace::{SpanKind, Status};
 
-        let (exported, logs, _default, app) = init_like();
+        let (exported, logs, _default, app) = init_like(true);
         send(
             &app,
             "GET",
@@ -828,6 +862,18 @@ mod tests {
             &[("x-user-id", "9")],
         )
         .await;
+        let names: Vec<_> = exported
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.name.to_string())
+            .collect();
+        assert_eq!(
+            names,
+            ["list_products", "GET /api/v1/products/"],
+            "one span per request, made once (the bridge does not see it)"
+        );
         let server = exported.span("GET /api/v1/products/");
         assert_eq!(server.span_kind, SpanKind::Server);
         assert_eq!(server.parent_span_id, opentelemetry::trace::SpanId::INVALID);
@@ -898,7 +944,7 @@ mod tests {
     async fn with_inits_subscriber_status_parent_and_propagation_are_kept() {
         use opentelemetry::trace::Status;
 
-        let (exported, _logs, _default, app) = init_like();
+        let (exported, _logs, _default, app) = init_like(true);
         let remote = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         send(
             &app,
@@ -934,6 +980,18 @@ mod tests {
             Status::error("")
         );
 
+        let (_, ids) = send(&app, "GET", "/api/v1/ids", &[]).await;
+        let ids_span = exported.span("GET /api/v1/ids");
+        assert_eq!(
+            ids,
+            format!(
+                "{}-{}",
+                ids_span.span_context.trace_id(),
+                ids_span.span_context.span_id()
+            ),
+            "current_context() in a handler is the request span's"
+        );
+
         send(&app, "GET", "/api/v1/spawned", &[]).await;
         let spawner = exported.span("GET /api/v1/spawned");
         assert_eq!(
@@ -953,6 +1011,33 @@ mod tests {
             ),
             "the request span is the outgoing call's parent"
         );
+    }
+
+    /// Without the direct request spans (as with the pretty log format), the
+    /// bridge makes the request span from the `tracing` span's fields.
+    #[tokio::test]
+    async fn without_direct_request_spans_the_bridge_exports_the_same_span() {
+        use opentelemetry::trace::SpanKind;
+
+        let (exported, logs, _default, app) = init_like(false);
+        send(&app, "GET", "/api/v1/products/", &[("x-user-id", "9")]).await;
+        let server = exported.span("GET /api/v1/products/");
+        assert_eq!(server.span_kind, SpanKind::Server);
+        assert_eq!(
+            attribute(&server, "http.route").as_deref(),
+            Some("/api/v1/products/")
+        );
+        assert_eq!(attribute(&server, "user_id").as_deref(), Some("9"));
+        assert_eq!(
+            exported.span("list_products").parent_span_id,
+            server.span_context.span_id()
+        );
+        let access = logs.access_lines();
+        assert_eq!(
+            access[0]["span_id"],
+            server.span_context.span_id().to_string().as_str()
+        );
+        assert_eq!(access[0]["http.response.status_code"], 200);
     }
 
     #[tokio::test]

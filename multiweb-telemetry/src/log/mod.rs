@@ -77,10 +77,14 @@ pub(crate) fn install(
     Ok(())
 }
 
-/// The OpenTelemetry layers of [`dispatch`]: the bridge for spans, except
-/// the HTTP layer's request spans, whose OpenTelemetry spans it starts
-/// itself (see `trace::request`).
-pub(crate) fn otel_layers<S>(tracer: opentelemetry_sdk::trace::SdkTracer) -> impl Layer<S>
+/// The OpenTelemetry layers of [`dispatch`]: the bridge for spans and, with
+/// `direct` (the JSON format), the layer that lets the HTTP layer start its
+/// request spans' OpenTelemetry spans itself (see `trace::request`), which
+/// the bridge then does not see.
+pub(crate) fn otel_layers<S>(
+    tracer: opentelemetry_sdk::trace::SdkTracer,
+    direct: bool,
+) -> impl Layer<S>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
@@ -93,10 +97,10 @@ where
         .with_threads(false)
         .with_tracked_inactivity(false)
         .with_target(false)
-        .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
-            meta.is_span() && !crate::http::is_request_span(meta)
+        .with_filter(tracing_subscriber::filter::filter_fn(move |meta| {
+            meta.is_span() && !(direct && crate::http::is_request_span(meta))
         }))
-        .and_then(RequestSpans::new(tracer))
+        .and_then(direct.then(|| RequestSpans::new(tracer)))
 }
 
 /// The subscriber: filter, OpenTelemetry layers, formatter.
@@ -118,7 +122,9 @@ pub(crate) fn dispatch(
     };
     let subscriber = tracing_subscriber::registry()
         .with(config.log_filter.clone())
-        .with(otel_layers(tracer))
+        // The direct request spans hand their fields to the JSON layer
+        // only; the pretty format gets them through the `tracing` span.
+        .with(otel_layers(tracer, config.log_format == LogFormat::Json))
         .with(format);
     tracing::Dispatch::new(subscriber)
 }

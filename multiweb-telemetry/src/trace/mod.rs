@@ -211,6 +211,39 @@ pub(crate) fn start_trace(span: &tracing::Span, headers: &HeaderMap) {
     drop(span.context());
 }
 
+/// The OpenTelemetry context of the current span: its trace and span ids
+/// are the ones the collector receives and the log lines carry.
+///
+/// Prefer it to `tracing_opentelemetry::OpenTelemetrySpanExt::context` on
+/// `Span::current()`: under [`init`](crate::init)'s subscriber the HTTP
+/// layer starts request spans itself, and the bridge's extension methods
+/// (`context`, `set_attribute`, `set_parent`, ...) do not reach them; they
+/// work on every span the handler opens.
+///
+/// ```
+/// use opentelemetry::trace::TraceContextExt;
+///
+/// let trace_id = multiweb_telemetry::trace::current_context()
+///     .span()
+///     .span_context()
+///     .trace_id();
+/// // Outside a span (or before `init`) there is no trace.
+/// assert_eq!(trace_id, opentelemetry::trace::TraceId::INVALID);
+/// ```
+pub fn current_context() -> opentelemetry::Context {
+    let current = tracing::Span::current();
+    let cx = current.context();
+    if opentelemetry::trace::TraceContextExt::span(&cx)
+        .span_context()
+        .is_valid()
+    {
+        return cx;
+    }
+    // The request span itself (not bridged, see `request`), or a span the
+    // bridge does not see: its request's context, else the attached one.
+    request::context_of(&current).unwrap_or_else(opentelemetry::Context::current)
+}
+
 /// Writes the current span's W3C `traceparent` (and `tracestate`) into
 /// `headers`, so that the service called continues this trace.
 ///
@@ -221,15 +254,6 @@ pub(crate) fn start_trace(span: &tracing::Span, headers: &HeaderMap) {
 ///
 /// Outside a span, or before [`init`](crate::init), it writes nothing.
 pub fn inject_context(headers: &mut HeaderMap) {
-    let current = tracing::Span::current();
-    let mut cx = current.context();
-    if !opentelemetry::trace::TraceContextExt::span(&cx)
-        .span_context()
-        .is_valid()
-    {
-        // The request span itself (not bridged, see `request`), or a span
-        // the bridge does not see: its request's context, else the attached one.
-        cx = request::context_of(&current).unwrap_or_else(opentelemetry::Context::current);
-    }
+    let cx = current_context();
     TraceContextPropagator::new().inject_context(&cx, &mut HeaderWriter(headers));
 }

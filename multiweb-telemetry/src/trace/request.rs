@@ -91,9 +91,18 @@ where
         let Some(span) = ctx.span(id) else {
             return;
         };
-        let extensions = span.extensions();
-        if let Some(RequestContext(cx)) = extensions.get::<RequestContext>() {
-            values.record(&mut CopyFields(cx));
+        if !crate::http::is_request_span(span.metadata()) {
+            return;
+        }
+        let cx = span
+            .extensions()
+            .get::<RequestContext>()
+            .map(|RequestContext(cx)| cx.clone());
+        // Not under the extensions' lock: the SDK span has its own.
+        if let Some(cx) = cx
+            && cx.span().is_recording()
+        {
+            values.record(&mut CopyFields(&cx));
         }
     }
 }
@@ -202,10 +211,11 @@ impl CopyFields<'_> {
     fn set(&self, field: &Field, value: Value) {
         let name = field.name();
         if name == "otel.status_code" {
-            match value.as_str().as_ref() {
-                "ERROR" | "Error" | "error" => self.0.span().set_status(Status::error("")),
-                "OK" | "Ok" | "ok" => self.0.span().set_status(Status::Ok),
-                _ => {}
+            let value = value.as_str();
+            if value.eq_ignore_ascii_case("error") {
+                self.0.span().set_status(Status::error(""));
+            } else if value.eq_ignore_ascii_case("ok") {
+                self.0.span().set_status(Status::Ok);
             }
         } else if !name.starts_with("otel.") {
             self.0
@@ -237,6 +247,10 @@ impl Visit for CopyFields<'_> {
 
     fn record_bool(&mut self, field: &Field, value: bool) {
         self.set(field, Value::from(value));
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.set(field, Value::from(value.to_string()));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
