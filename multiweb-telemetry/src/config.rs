@@ -103,6 +103,7 @@ pub enum LogFormat {
 /// | [`otlp_protocol`](Self::otlp_protocol) | `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, `OTEL_EXPORTER_OTLP_PROTOCOL` (`grpc` or `http/protobuf`) | `http/protobuf` |
 /// | [`sampler`](Self::sampler) | `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG` | `parentbased_always_on` |
 /// | [`keep_error_traces`](Self::keep_error_traces) | `MULTIWEB_TRACES_KEEP_ERRORS` | `true` |
+/// | [`bridge_request_spans`](Self::bridge_request_spans) | none | `false` |
 ///
 /// An empty environment variable counts as unset, as the OpenTelemetry
 /// specification asks.
@@ -120,6 +121,7 @@ pub struct TelemetryBuilder {
     pub(crate) default_buckets: Option<Vec<f64>>,
     pub(crate) buckets_for: Vec<(String, Vec<f64>)>,
     pub(crate) process_metrics: Option<bool>,
+    pub(crate) bridge_request_spans: Option<bool>,
     pub(crate) log_writer: Option<crate::log::LogSink>,
     pub(crate) service_version: Option<String>,
     pub(crate) otlp_endpoint: Option<String>,
@@ -146,6 +148,7 @@ impl fmt::Debug for TelemetryBuilder {
             .field("default_buckets", &self.default_buckets)
             .field("buckets_for", &self.buckets_for)
             .field("process_metrics", &self.process_metrics)
+            .field("bridge_request_spans", &self.bridge_request_spans)
             .field("log_writer", &self.log_writer.as_ref().map(|_| "custom"))
             .field("service_version", &self.service_version)
             .field("otlp_endpoint", &self.otlp_endpoint)
@@ -314,6 +317,20 @@ impl TelemetryBuilder {
         self
     }
 
+    /// Whether the HTTP layer's request spans go through the
+    /// `tracing-opentelemetry` bridge like every other span, instead of the
+    /// layer starting their OpenTelemetry spans itself. Turn it on when the
+    /// handlers' code uses `tracing_opentelemetry::OpenTelemetrySpanExt` on
+    /// the request span itself, or gives it as an explicit parent (see
+    /// [`http`](crate::http#span)); it costs several microseconds per
+    /// request. The pretty log format always uses the bridge.
+    ///
+    /// Defaults to `false`.
+    pub fn bridge_request_spans(mut self, bridge: bool) -> Self {
+        self.bridge_request_spans = Some(bridge);
+        self
+    }
+
     /// Resolves every setting against `env` and the defaults, without
     /// installing anything.
     pub(crate) fn resolve(&self, env: &dyn Fn(&str) -> Option<OsString>) -> Result<Config, Error> {
@@ -395,6 +412,7 @@ impl TelemetryBuilder {
             log_buffer_lines,
             buckets: self.resolve_buckets()?,
             process_metrics: self.process_metrics.unwrap_or(true),
+            bridge_request_spans: self.bridge_request_spans.unwrap_or(false),
         })
     }
 
@@ -618,6 +636,8 @@ pub(crate) struct Config {
     pub(crate) log_buffer_lines: usize,
     pub(crate) buckets: Buckets,
     pub(crate) process_metrics: bool,
+    /// Request spans through the bridge (see `trace::request`).
+    pub(crate) bridge_request_spans: bool,
 }
 
 /// Histogram bucket settings, checked.

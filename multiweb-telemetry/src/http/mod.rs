@@ -74,8 +74,10 @@
 //!   and `url.path`, but not `http.response.status_code` (the access line
 //!   has `status`).
 //!
-//! With the pretty log format, or under another subscriber with a
-//! `tracing-opentelemetry` bridge, the bridge makes the span from the
+//! With the pretty log format,
+//! [`bridge_request_spans`](crate::TelemetryBuilder::bridge_request_spans),
+//! or under another subscriber with a `tracing-opentelemetry` bridge, the
+//! bridge makes the span from the
 //! `tracing` span, whose `otel.name`, `otel.kind` and `otel.status_code`
 //! fields steer it.
 //!

@@ -124,7 +124,10 @@ pub(crate) fn dispatch(
         .with(config.log_filter.clone())
         // The direct request spans hand their fields to the JSON layer
         // only; the pretty format gets them through the `tracing` span.
-        .with(otel_layers(tracer, config.log_format == LogFormat::Json))
+        .with(otel_layers(
+            tracer,
+            config.log_format == LogFormat::Json && !config.bridge_request_spans,
+        ))
         .with(format);
     tracing::Dispatch::new(subscriber)
 }

@@ -257,3 +257,25 @@ impl Visit for CopyFields<'_> {
         self.set(field, Value::from(format!("{value:?}")));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{LogFormat, Telemetry};
+
+    /// Which subscribers `init` builds start request spans directly.
+    #[test]
+    fn direct_request_spans_with_json_logs_unless_bridged() {
+        let direct = |builder: crate::TelemetryBuilder| {
+            let (dispatch, _guard) = builder
+                .log_writer(std::io::sink())
+                .build_dispatch()
+                .unwrap();
+            tracing::dispatcher::with_default(&dispatch, super::is_installed)
+        };
+        assert!(direct(Telemetry::builder()));
+        assert!(!direct(Telemetry::builder().bridge_request_spans(true)));
+        assert!(!direct(Telemetry::builder().log_format(LogFormat::Pretty)));
+        // Not under a subscriber `init` did not build.
+        assert!(!super::is_installed());
+    }
+}
