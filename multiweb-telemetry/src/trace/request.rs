@@ -45,10 +45,23 @@ impl RequestSpans {
     }
 }
 
+/// The contexts attached by entering request spans on one thread, with the
+/// span each belongs to (spans may be exited out of order).
+struct Attached(Vec<(Id, ContextGuard)>);
+
+impl Drop for Attached {
+    /// A span entered and never exited leaves its guard here until the
+    /// thread exits; by then OpenTelemetry's own thread-local context may be
+    /// gone, and dropping the guard would touch it: forget it instead.
+    fn drop(&mut self) {
+        for (_, guard) in self.0.drain(..) {
+            std::mem::forget(guard);
+        }
+    }
+}
+
 thread_local! {
-    /// The contexts attached by entering request spans on this thread, with
-    /// the span each belongs to (spans may be exited out of order).
-    static ATTACHED: RefCell<Vec<(Id, ContextGuard)>> = const { RefCell::new(Vec::new()) };
+    static ATTACHED: RefCell<Attached> = const { RefCell::new(Attached(Vec::new())) };
 }
 
 impl<S> Layer<S> for RequestSpans
@@ -71,15 +84,15 @@ where
             .map(|RequestContext(cx)| cx.clone());
         if let Some(cx) = cx {
             let guard = cx.attach();
-            let _ = ATTACHED.try_with(|attached| attached.borrow_mut().push((id.clone(), guard)));
+            let _ = ATTACHED.try_with(|attached| attached.borrow_mut().0.push((id.clone(), guard)));
         }
     }
 
     fn on_exit(&self, id: &Id, _ctx: LayerContext<'_, S>) {
         let _ = ATTACHED.try_with(|attached| {
             let mut attached = attached.borrow_mut();
-            if let Some(index) = attached.iter().rposition(|(entered, _)| entered == id) {
-                let (_, guard) = attached.remove(index);
+            if let Some(index) = attached.0.iter().rposition(|(entered, _)| entered == id) {
+                let (_, guard) = attached.0.remove(index);
                 // Dropped after the borrow ends.
                 drop(attached);
                 drop(guard);
