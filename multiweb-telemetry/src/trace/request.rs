@@ -72,16 +72,7 @@ where
     /// (a task spawned with `.in_current_span()` too), so spans opened inside
     /// are its children, as the bridge's context activation does for others.
     fn on_enter(&self, id: &Id, ctx: LayerContext<'_, S>) {
-        let Some(span) = ctx.span(id) else {
-            return;
-        };
-        if !crate::http::is_request_span(span.metadata()) {
-            return;
-        }
-        let cx = span
-            .extensions()
-            .get::<RequestContext>()
-            .map(|RequestContext(cx)| cx.clone());
+        let cx = stored_context(id, &ctx);
         if let Some(cx) = cx {
             let guard = cx.attach();
             let _ = ATTACHED.try_with(|attached| attached.borrow_mut().0.push((id.clone(), guard)));
@@ -101,16 +92,7 @@ where
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: LayerContext<'_, S>) {
-        let Some(span) = ctx.span(id) else {
-            return;
-        };
-        if !crate::http::is_request_span(span.metadata()) {
-            return;
-        }
-        let cx = span
-            .extensions()
-            .get::<RequestContext>()
-            .map(|RequestContext(cx)| cx.clone());
+        let cx = stored_context(id, &ctx);
         // Not under the extensions' lock: the SDK span has its own.
         if let Some(cx) = cx
             && cx.span().is_recording()
@@ -124,6 +106,21 @@ where
 /// (with a [`RequestSpans`] layer).
 pub(crate) fn is_installed() -> bool {
     tracing::dispatcher::get_default(tracing::Dispatch::is::<RequestSpans>)
+}
+
+/// The context [`start`] stored on span `id`, if it is a request span.
+fn stored_context<S>(id: &Id, ctx: &LayerContext<'_, S>) -> Option<Context>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    let span = ctx.span(id)?;
+    // The callsite first: most spans are not request spans.
+    if !crate::http::is_request_span(span.metadata()) {
+        return None;
+    }
+    span.extensions()
+        .get::<RequestContext>()
+        .map(|RequestContext(cx)| cx.clone())
 }
 
 /// The request's attributes, known when it arrives.
