@@ -4,16 +4,19 @@
 //! The bridge builds a span from a `tracing` span's fields: a visitor pass,
 //! a `String` per attribute, and a second pass for every field recorded
 //! later. The request span's attributes are known when the request arrives,
-//! so with [`init`](crate::init)'s subscriber the HTTP layer starts the SDK
-//! span directly, keeps the `tracing` span for the log lines only (the
-//! bridge does not see it). Entering the `tracing` span attaches the
-//! OpenTelemetry span's context ([`RequestSpans`] does), so the handler's
-//! own spans are its children. Fields recorded on
-//! the `tracing` span later (`user_id`, `error`) are copied to the SDK span
-//! by [`RequestSpans`].
+//! so with [`init`](crate::init)'s subscriber (JSON logs) the HTTP layer
+//! starts the SDK span directly and keeps the `tracing` span for the log
+//! lines only (the bridge does not see it). Entering the `tracing` span
+//! attaches the OpenTelemetry span's context ([`RequestSpans`] does), so the
+//! handler's own spans are its children. Fields recorded on the `tracing`
+//! span later (`user_id`, `error`, `otel.status_code`) are copied to the SDK
+//! span by [`RequestSpans`].
 //!
-//! Under any other subscriber the request span goes through whatever bridge
-//! that subscriber has, as before (its `otel.*` fields steer it).
+//! With the pretty log format,
+//! [`bridge_request_spans`](crate::TelemetryBuilder::bridge_request_spans),
+//! or any other subscriber, the request span goes through whatever bridge the
+//! subscriber has (its `otel.*` fields steer it). The differences a
+//! handler's code can see are listed in [`http`](crate::http#span).
 
 use std::cell::RefCell;
 use std::fmt;
