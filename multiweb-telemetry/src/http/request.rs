@@ -28,6 +28,7 @@ pub(crate) enum Series {
 
 /// The span and the URI, kept only when the span or the access log is on.
 /// Dropping it ends the request's OpenTelemetry span.
+#[derive(Debug)]
 pub(crate) struct Trace {
     pub(crate) span: Span,
     /// The OpenTelemetry context of the request span, when the layer started
@@ -35,15 +36,6 @@ pub(crate) struct Trace {
     pub(crate) cx: Option<opentelemetry::Context>,
     /// The request URI, kept only when the access log is on.
     pub(crate) uri: Option<Uri>,
-}
-
-impl std::fmt::Debug for Trace {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Trace")
-            .field("span", &self.span)
-            .field("uri", &self.uri)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Drop for Trace {

@@ -191,15 +191,16 @@ impl SpanFields {
 /// the HTTP layer gives a request span the values it already has without a
 /// pass through every layer.
 pub(crate) fn add_str_fields(extensions: &mut ExtensionsMut<'_>, values: &[(&'static str, &str)]) {
-    if let Some(fields) = extensions.get_mut::<SpanFields>() {
+    let set_all = |fields: &mut SpanFields| {
         for &(key, value) in values {
             fields.set(key, |b| write_json_str(b, value));
         }
+    };
+    if let Some(fields) = extensions.get_mut::<SpanFields>() {
+        set_all(fields);
     } else {
         let mut fields = SpanFields::default();
-        for &(key, value) in values {
-            fields.set(key, |b| write_json_str(b, value));
-        }
+        set_all(&mut fields);
         extensions.insert(fields);
     }
 }
@@ -400,14 +401,11 @@ where
                 for span in leaf.scope() {
                     let extensions = span.extensions();
                     if leaf_id.as_ref() == Some(&span.id()) {
-                        request_ids =
-                            extensions
-                                .get::<RequestContext>()
-                                .map(|RequestContext(cx)| {
-                                    let otel_span = opentelemetry::trace::TraceContextExt::span(cx);
-                                    let ids = otel_span.span_context();
-                                    (ids.trace_id(), ids.span_id())
-                                });
+                        request_ids = RequestContext::of(&extensions).map(|cx| {
+                            let otel_span = opentelemetry::trace::TraceContextExt::span(cx);
+                            let ids = otel_span.span_context();
+                            (ids.trace_id(), ids.span_id())
+                        });
                     }
                     let Some(fields) = extensions.get::<SpanFields>() else {
                         continue;
@@ -478,20 +476,10 @@ fn level_str(level: Level) -> &'static str {
 
 /// Appends lowercase hex digits, as OpenTelemetry ids are written.
 fn write_hex<const N: usize>(buf: &mut Vec<u8>, bytes: &[u8; N]) {
-    /// The two digits of every byte value.
-    const PAIRS: [[u8; 2]; 256] = {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut pairs = [[0_u8; 2]; 256];
-        let mut b = 0;
-        while b < 256 {
-            pairs[b] = [HEX[b >> 4], HEX[b & 0xf]];
-            b += 1;
-        }
-        pairs
-    };
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut text = [[0_u8; 2]; N];
     for (pair, &b) in text.iter_mut().zip(bytes) {
-        *pair = PAIRS[usize::from(b)];
+        *pair = [HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]];
     }
     buf.extend_from_slice(text.as_flattened());
 }

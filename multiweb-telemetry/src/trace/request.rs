@@ -30,10 +30,18 @@ use tracing::field::{Field, Visit};
 use tracing::span::{Id, Record};
 use tracing_subscriber::Registry;
 use tracing_subscriber::layer::{Context as LayerContext, Layer};
-use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::registry::{Extensions, LookupSpan};
 
 /// Span extension of a request's `tracing` span: its OpenTelemetry context.
-pub(crate) struct RequestContext(pub(crate) Context);
+pub(crate) struct RequestContext(Context);
+
+impl RequestContext {
+    /// The context stored in a span's `extensions`, if it is a request span
+    /// [`start`] gave one.
+    pub(crate) fn of<'a>(extensions: &'a Extensions<'_>) -> Option<&'a Context> {
+        extensions.get::<Self>().map(|Self(cx)| cx)
+    }
+}
 
 /// The layer that lets the HTTP layer start request spans with the
 /// installed tracer, and copies fields recorded on a request's `tracing`
@@ -121,9 +129,7 @@ where
     if !crate::http::is_request_span(span.metadata()) {
         return None;
     }
-    span.extensions()
-        .get::<RequestContext>()
-        .map(|RequestContext(cx)| cx.clone())
+    RequestContext::of(&span.extensions()).cloned()
 }
 
 /// The request's attributes, known when it arrives.
@@ -194,11 +200,8 @@ pub(crate) fn context_of(span: &tracing::Span) -> Option<Context> {
         let registry = dispatch.downcast_ref::<Registry>()?;
         let data = registry.span(id)?;
         // The request span is the current span or one of its ancestors.
-        data.scope().find_map(|span| {
-            span.extensions()
-                .get::<RequestContext>()
-                .map(|RequestContext(cx)| cx.clone())
-        })
+        data.scope()
+            .find_map(|span| RequestContext::of(&span.extensions()).cloned())
     })
     .flatten()
 }
