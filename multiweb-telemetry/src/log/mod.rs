@@ -25,8 +25,8 @@ pub(crate) use writer::{BufferedWriter, DroppedLines, WriterGuard};
 
 use std::io;
 
+pub(crate) use json::{AccessFields, LineSink, add_str_fields, decimal, write_access_line};
 pub use json::{JsonLayer, MAX_VALUE_BYTES};
-pub(crate) use json::{add_str_fields, decimal};
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -78,16 +78,18 @@ pub(crate) fn install(
 }
 
 /// The OpenTelemetry layers of [`dispatch`]: the bridge for spans and, with
-/// `direct` (the JSON format), the layer that lets the HTTP layer start its
-/// request spans' OpenTelemetry spans itself (see `trace::request`), which
-/// the bridge then does not see.
+/// `direct` (the JSON format, whose lines go to that sink), the layer that
+/// lets the HTTP layer start its request spans' OpenTelemetry spans itself
+/// (see `trace::request`), which the bridge then does not see, and write
+/// its access log lines to the sink itself.
 pub(crate) fn otel_layers<S>(
     tracer: opentelemetry_sdk::trace::SdkTracer,
-    direct: bool,
+    direct: Option<LineSink>,
 ) -> impl Layer<S>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
+    let is_direct = direct.is_some();
     // Spans only: log events go to the log (with `trace_id`), not into span
     // events, which `tracing-opentelemetry` would build even for spans the
     // sampler drops.
@@ -98,9 +100,9 @@ where
         .with_tracked_inactivity(false)
         .with_target(false)
         .with_filter(tracing_subscriber::filter::filter_fn(move |meta| {
-            meta.is_span() && !(direct && crate::http::is_request_span(meta))
+            meta.is_span() && !(is_direct && crate::http::is_request_span(meta))
         }))
-        .and_then(direct.then(|| RequestSpans::new(tracer)))
+        .and_then(direct.map(|sink| RequestSpans::new(tracer, sink)))
 }
 
 /// The subscriber: filter, OpenTelemetry layers, formatter.
@@ -110,6 +112,7 @@ pub(crate) fn dispatch(
     tracer: opentelemetry_sdk::trace::SdkTracer,
 ) -> tracing::Dispatch {
     let writer = writer.writer.clone();
+    let direct = writer.clone();
     // Boxed rather than `Option`al: a box forwards `on_register_dispatch`,
     // which the JSON layer needs to find trace ids.
     let format = match config.log_format {
@@ -126,7 +129,10 @@ pub(crate) fn dispatch(
         // only; the pretty format gets them through the `tracing` span.
         .with(otel_layers(
             tracer,
-            config.log_format == LogFormat::Json && !config.bridge_request_spans,
+            (config.log_format == LogFormat::Json && !config.bridge_request_spans).then(|| {
+                let sink: LineSink = std::sync::Arc::new(move |line: &[u8]| direct.append(line));
+                sink
+            }),
         ))
         .with(format);
     tracing::Dispatch::new(subscriber)

@@ -92,7 +92,8 @@ impl BufferedWriter {
         ))
     }
 
-    fn append(&self, buf: &[u8]) {
+    /// Appends one or more whole lines.
+    pub(crate) fn append(&self, buf: &[u8]) {
         let shared = &self.0;
         let mut pending = shared
             .pending

@@ -53,8 +53,30 @@ struct Pending {
 
 #[derive(Default)]
 struct PendingTrace {
-    spans: Vec<SpanData>,
+    /// The first held span, inline: most held traces have one (a handler
+    /// span under the request span), and a `Vec` of spans would be a
+    /// kilobyte-sized allocation per request.
+    first: Option<SpanData>,
+    more: Vec<SpanData>,
     error: bool,
+}
+
+impl PendingTrace {
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.more.len()
+    }
+
+    fn push(&mut self, span: SpanData) {
+        if self.first.is_none() {
+            self.first = Some(span);
+        } else {
+            self.more.push(span);
+        }
+    }
+
+    fn into_spans(self) -> impl Iterator<Item = SpanData> {
+        self.first.into_iter().chain(self.more)
+    }
 }
 
 /// What waits for the exporter thread. Producers append under a short lock
@@ -260,10 +282,10 @@ impl SpanProcessor for ExportProcessor {
             } else {
                 pending.traces.remove(&trace_id).unwrap_or_default()
             };
-            pending.spans -= held.spans.len();
+            pending.spans -= held.len();
             drop(pending);
             if error || held.error {
-                for held_span in held.spans {
+                for held_span in held.into_spans() {
                     self.enqueue(mark_sampled(held_span));
                 }
                 self.enqueue(mark_sampled(span));
@@ -281,7 +303,7 @@ impl SpanProcessor for ExportProcessor {
         pending.spans += 1;
         let trace = pending.traces.entry(trace_id).or_default();
         trace.error |= error;
-        trace.spans.push(span);
+        trace.push(span);
     }
 
     fn force_flush(&self) -> OTelSdkResult {

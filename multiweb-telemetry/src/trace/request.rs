@@ -32,6 +32,8 @@ use tracing_subscriber::Registry;
 use tracing_subscriber::layer::{Context as LayerContext, Layer};
 use tracing_subscriber::registry::{Extensions, LookupSpan};
 
+use crate::log::{AccessFields, LineSink};
+
 /// Span extension of a request's `tracing` span: its OpenTelemetry context.
 pub(crate) struct RequestContext(Context);
 
@@ -48,11 +50,13 @@ impl RequestContext {
 /// span to its OpenTelemetry span.
 pub(crate) struct RequestSpans {
     tracer: SdkTracer,
+    /// Where the JSON layer writes its lines (see [`write_access_line`]).
+    sink: LineSink,
 }
 
 impl RequestSpans {
-    pub(crate) fn new(tracer: SdkTracer) -> Self {
-        Self { tracer }
+    pub(crate) fn new(tracer: SdkTracer, sink: LineSink) -> Self {
+        Self { tracer, sink }
     }
 }
 
@@ -192,6 +196,27 @@ pub(crate) fn start(
         Some(cx)
     })
     .flatten()
+}
+
+/// Writes the access log line of the request whose `tracing` span is `span`
+/// straight to the JSON layer's writer (see
+/// [`write_access_line`](crate::log::write_access_line)). Returns `false`
+/// (and writes nothing) when `span` is disabled or its subscriber is not the
+/// one [`init`](crate::init) installs with JSON logs; the caller then emits
+/// the event. The event's callsite must have been found enabled.
+pub(crate) fn write_access_line(
+    span: &tracing::Span,
+    fields: &AccessFields<'_>,
+    target: &str,
+) -> bool {
+    span.with_subscriber(|(id, dispatch)| {
+        let layer = dispatch.downcast_ref::<RequestSpans>()?;
+        let data = dispatch.downcast_ref::<Registry>()?.span(id)?;
+        crate::log::write_access_line(&layer.sink, fields, target, &data);
+        Some(())
+    })
+    .flatten()
+    .is_some()
 }
 
 /// The OpenTelemetry context stored on `span` by [`start`], if any.
