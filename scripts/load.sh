@@ -1,137 +1,207 @@
 #!/usr/bin/env bash
 # Real HTTP load against the marketplace example (release build), comparing
 # telemetry off, metrics only, and everything on (metrics, access log to a
-# file, spans exported to rotel at ratio 0.1). Prints requests per second and
-# p50/p99 latency, and the ratios recorded in BENCHMARKS.md.
+# file, spans exported to rotel at ratio 0.1). Prints requests per second,
+# p50/p99 latency and the app's CPU time per request, and the ratios
+# recorded in BENCHMARKS.md.
 #
-#   bash scripts/load.sh            # 3 rounds, 10 s per configuration
-#   DURATION=30s ROUNDS=5 bash scripts/load.sh
+#   bash scripts/load.sh                      # 20 rounds of 2 s slices
+#   ROUNDS=40 SLICE=3s PIN=1 bash scripts/load.sh
 #
-# The configurations run interleaved (off, metrics, full, storm; then again),
-# ROUNDS times; each ratio is taken within its round, against that round's
-# `off`, and the median over the rounds is reported, with the range: on a
-# shared machine, throughput drifts over minutes, which would otherwise land
-# on whichever configuration ran last.
+# Every configuration runs as its own process, all started at once and kept
+# running. Each round loads each of them for one SLICE (in an order that
+# rotates from round to round); each ratio is taken within its round, and
+# the median over the rounds is reported with the interquartile range. On a
+# shared machine throughput drifts within seconds; slices this short put
+# the drift on every configuration alike, where long runs one after the
+# other would land it on whichever ran last.
 #
-# Needs wrk (apt-get install -y wrk) and rotel (scripts/install-test-tools.sh).
-# Every process it starts is stopped by PID; everything listens on 127.0.0.1.
+# A fourth process ("storm", metrics only) is loaded while a second wrk
+# fetches /metrics without pause; with the cost of one scrape measured
+# alone at the end, this shows whether scrapes slow requests by more than
+# their own CPU time.
+#
+# PIN=1 pins the apps to CPU 0 and wrk and rotel to CPU 1 (taskset), so the
+# load generator does not compete with the app for a core.
+#
+# Needs wrk (installed with apt-get when missing) and rotel
+# (scripts/install-test-tools.sh). Every process it starts is stopped by
+# PID; everything listens on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURATION="${DURATION:-10s}"
-ROUNDS="${ROUNDS:-3}"
-CONNECTIONS="${CONNECTIONS:-32}"
-command -v wrk >/dev/null || { echo "load.sh: wrk is missing: apt-get install -y wrk" >&2; exit 1; }
+if ! command -v wrk >/dev/null; then
+  command -v apt-get >/dev/null || { echo "load.sh: wrk is missing and there is no apt-get; install wrk" >&2; exit 1; }
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "load.sh: installing wrk with apt-get" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends wrk >/dev/null
+fi
 bash scripts/install-test-tools.sh >/dev/null
 ROTEL="${ROTEL_AGENT:-$(ls .venv/lib/python*/site-packages/rotel/rotel-agent | head -n1)}"
 cargo build --release --example marketplace -q
-APP=target/release/examples/marketplace
-WORK=$(mktemp -d)
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+ROTEL="$ROTEL" APP=target/release/examples/marketplace exec python3 - <<'PY'
+import os, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
 
-grpc=$(free_port); http=$(free_port)
-"$ROTEL" start --otlp-grpc-endpoint "127.0.0.1:$grpc" --otlp-http-endpoint "127.0.0.1:$http" --exporter blackhole >/dev/null 2>&1 &
-pids+=($!)
-wait_port "$grpc"
+app, rotel = os.environ["APP"], os.environ["ROTEL"]
+rounds = int(os.environ.get("ROUNDS", "20"))
+slice_ = os.environ.get("SLICE", "2s")
+connections = os.environ.get("CONNECTIONS", "32")
+pin = os.environ.get("PIN", "0") == "1"
+app_cpu, load_cpu = (["taskset", "-c", "0"], ["taskset", "-c", "1"]) if pin else ([], [])
+work = tempfile.mkdtemp()
+procs = []
 
-# run NAME LAYER [ENV...]: starts the app, loads it, prints "ROUND NAME rps p50_ms p99_ms".
-# With STORM=1, a second wrk fetches /metrics continuously during the load,
-# and the scrapes per second are written to $WORK/NAME.scrapes.
-run() {
-  local name=$1 layer=$2; shift 2
-  local port; port=$(free_port)
-  env "$@" "$APP" --listen "127.0.0.1:$port" --http-layer "$layer" >"$WORK/$name.log" 2>&1 &
-  local pid=$!; pids+=("$pid")
-  wait_port "$port"
-  wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$port/api/v1/products/" >/dev/null  # warm-up
-  local storm_pid=""
-  if [ "${STORM:-0}" = 1 ]; then
-    wrk -t1 -c1 -d"$DURATION" "http://127.0.0.1:$port/metrics" >"$WORK/$name.scrapes" &
-    storm_pid=$!
-  fi
-  wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "http://127.0.0.1:$port/api/v1/products/" >"$WORK/$name.wrk"
-  [ -z "$storm_pid" ] || wait "$storm_pid"
-  # CPU seconds the app used (utime + stime), to separate scrape and request costs.
-  awk -v tck="$(getconf CLK_TCK)" '{print ($14 + $15) / tck}' "/proc/$pid/stat" >"$WORK/$name.cpu"
-  kill "$pid"; wait "$pid" 2>/dev/null || true
-  python3 - "$round" "$name" "$WORK/$name.wrk" <<'PY'
-import re, sys
-round_no, name, path = sys.argv[1], sys.argv[2], sys.argv[3]
-text = open(path).read()
-def ms(label):
-    m = re.search(r"^\s*%s%%\s+([\d.]+)(us|ms|s)" % label, text, re.M)
-    value, unit = float(m.group(1)), m.group(2)
-    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-print(round_no, name, rps, ms("50"), ms("99"))
-PY
-}
 
-for round in $(seq "$ROUNDS"); do
-  run off off OTEL_SDK_DISABLED=true
-  run metrics metrics OTEL_SDK_DISABLED=true
-  run full full OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$grpc" OTEL_EXPORTER_OTLP_PROTOCOL=grpc OTEL_TRACES_SAMPLER_ARG=0.1
-  STORM=1 run storm metrics OTEL_SDK_DISABLED=true
-done | tee "$WORK/results"
+def stop_all():
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
-# Scrapes alone, to know what one scrape costs the app (compared with the
-# last round's metrics and storm runs).
-port=$(free_port)
-OTEL_SDK_DISABLED=true "$APP" --listen "127.0.0.1:$port" --http-layer metrics >/dev/null 2>&1 &
-pid=$!; pids+=("$pid"); wait_port "$port"
-wrk -t1 -c1 -d"$DURATION" "http://127.0.0.1:$port/metrics" >"$WORK/scrape-only.wrk"
-scrape_cpu=$(awk -v tck="$(getconf CLK_TCK)" '{print ($14 + $15) / tck}' "/proc/$pid/stat")
-kill "$pid"; wait "$pid" 2>/dev/null || true
 
-python3 - "$WORK" "$DURATION" "$scrape_cpu" <<'PY'
-import re, sys
-work, duration, scrape_cpu = sys.argv[1], sys.argv[2], float(sys.argv[3])
-seconds = float(duration.rstrip("s"))
-def rate(path):
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", open(path).read()).group(1))
-req_metrics, cpu_metrics = rate(f"{work}/metrics.wrk"), float(open(f"{work}/metrics.cpu").read())
-scrapes_alone = rate(f"{work}/scrape-only.wrk")
-req_storm, scrapes_storm = rate(f"{work}/storm.wrk"), rate(f"{work}/storm.scrapes")
-cpu_storm = float(open(f"{work}/storm.cpu").read())
-per_request = cpu_metrics / (req_metrics * seconds)   # includes warm-up; same for both runs
-per_scrape = scrape_cpu / (scrapes_alone * seconds)
-scrape_share = scrapes_storm * per_scrape / (cpu_storm / seconds)
-print(f"\nscrape storm: {scrapes_storm:.0f} scrapes/s of /metrics during the load; one scrape costs "
-      f"{per_scrape * 1e6:.0f} us of app CPU, one request {per_request * 1e6:.1f} us")
-print(f"scrapes took {scrape_share:.0%} of the app's CPU during the storm; request throughput "
-      f"fell to {req_storm / req_metrics:.0%} of the metrics-only run "
-      f"(expected from the scrapes' CPU alone: {1 - scrape_share:.0%})")
-PY
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
-python3 - "$WORK/results" <<'PY'
-import statistics, sys
-rounds = {}
-for line in open(sys.argv[1]):
-    round_no, name, rps, p50, p99 = line.split()
-    rounds.setdefault(round_no, {})[name] = (float(rps), float(p50), float(p99))
-def summary(values, digits):
+
+def wait_port(port):
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    sys.exit(f"load.sh: nothing listens on port {port}")
+
+
+def cpu_seconds(pid):
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(port, duration, path="/api/v1/products/", conns=connections):
+    out = subprocess.run(
+        load_cpu + ["wrk", "-t1", f"-c{conns}", f"-d{duration}", "--latency",
+                    f"http://127.0.0.1:{port}{path}"],
+        capture_output=True, text=True, check=True).stdout
+
+    def ms(label):
+        m = re.search(r"^\s*%s%%\s+([\d.]+)(us|ms|s)\b" % label, out, re.M)
+        value, unit = float(m.group(1)), m.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    return rps, ms("50"), ms("99"), requests
+
+
+try:
+    grpc, http = free_port(), free_port()
+    procs.append(subprocess.Popen(
+        load_cpu + [rotel, "start", "--otlp-grpc-endpoint", f"127.0.0.1:{grpc}",
+                    "--otlp-http-endpoint", f"127.0.0.1:{http}", "--exporter", "blackhole"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    wait_port(grpc)
+    off_env = {"OTEL_SDK_DISABLED": "true"}
+    configs = {
+        "off": ("off", off_env),
+        "metrics": ("metrics", off_env),
+        "full": ("full", {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{grpc}",
+                          "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+                          "OTEL_TRACES_SAMPLER_ARG": "0.1"}),
+        "storm": ("metrics", off_env),
+        "scrape-only": ("metrics", off_env),
+    }
+    ports, pids = {}, {}
+    for name, (layer, env) in configs.items():
+        ports[name] = free_port()
+        log = open(os.path.join(work, f"{name}.log"), "w")  # the access log file
+        proc = subprocess.Popen(
+            app_cpu + [app, "--listen", f"127.0.0.1:{ports[name]}", "--http-layer", layer],
+            env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+        procs.append(proc)
+        pids[name] = proc.pid
+    for name in configs:
+        wait_port(ports[name])
+        if name != "scrape-only":
+            wrk(ports[name], "2s")  # warm-up
+
+    names = ["off", "metrics", "full", "storm"]
+    results = {name: [] for name in names}
+    cpu = {name: 0.0 for name in names}
+    requests = {name: 0 for name in names}
+    scrapes = []
+    for round_no in range(rounds):
+        shift = round_no % len(names)
+        for name in names[shift:] + names[:shift]:
+            before = cpu_seconds(pids[name])
+            storm = None
+            if name == "storm":
+                storm = subprocess.Popen(
+                    load_cpu + ["wrk", "-t1", "-c1", f"-d{slice_}",
+                                f"http://127.0.0.1:{ports[name]}/metrics"],
+                    stdout=subprocess.PIPE, text=True)
+            rps, p50, p99, count = wrk(ports[name], slice_)
+            if storm is not None:
+                out = storm.communicate()[0]
+                scrapes.append(float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)))
+            cpu[name] += cpu_seconds(pids[name]) - before
+            requests[name] += count
+            results[name].append((rps, p50, p99))
+
+    # One scrape alone, to know what it costs the app.
+    before = cpu_seconds(pids["scrape-only"])
+    scrape_rate, _, _, scrape_count = wrk(ports["scrape-only"], slice_, "/metrics", "1")
+    per_scrape = (cpu_seconds(pids["scrape-only"]) - before) / scrape_count
+finally:
+    stop_all()
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def summary(values, digits=2):
     values = sorted(values)
+    if values[0] == values[-1]:
+        return f"{values[0]:.{digits}f}"
     median = statistics.median(values)
-    if len(values) == 1:
+    if len(values) < 4:
         return f"{median:.{digits}f}"
-    return f"{median:.{digits}f} ({values[0]:.{digits}f}-{values[-1]:.{digits}f})"
+    q1, _, q3 = statistics.quantiles(values, n=4)
+    return f"{median:.{digits}f} ({q1:.{digits}f}-{q3:.{digits}f})"
+
+
+print(f"{rounds} rounds of {slice_} per configuration, {connections} connections"
+      f"{', pinned (apps on CPU 0, wrk and rotel on CPU 1)' if pin else ''}; medians over the "
+      "rounds, interquartile range in parentheses; ratios are taken within each round")
 print()
-print(f"medians over {len(rounds)} rounds (range in parentheses); ratios are taken within each round")
+print("| configuration | requests/s | p50 | p99 | app CPU per request | throughput vs off | p99 vs off |")
+print("|---|---|---|---|---|---|---|")
+for name in names:
+    rows, offs = results[name], results["off"]
+    print(f"| {name} | {statistics.median(r[0] for r in rows):.0f} "
+          f"| {statistics.median(r[1] for r in rows):.2f} ms "
+          f"| {statistics.median(r[2] for r in rows):.2f} ms "
+          f"| {cpu[name] / requests[name] * 1e6:.1f} us "
+          f"| {summary([r[0] / o[0] for r, o in zip(rows, offs)])} "
+          f"| {summary([r[2] / o[2] for r, o in zip(rows, offs)])} |")
+
+# The storm's scrapes took this share of the app's CPU; requests should
+# slow by about that much and no more (no request waits on rendering).
+seconds_per_slice = float(slice_.rstrip("s"))
+scrape_share = statistics.median(scrapes) * per_scrape / (cpu["storm"] / (rounds * seconds_per_slice))
+storm_vs_metrics = [s[0] / m[0] for s, m in zip(results["storm"], results["metrics"])]
 print()
-print("| configuration | requests/s | p50 | p99 | throughput vs off | p99 vs off |")
-print("|---|---|---|---|---|---|")
-for name in ("off", "metrics", "full", "storm"):
-    rows = [r[name] for r in rounds.values()]
-    offs = [r["off"] for r in rounds.values()]
-    rps = statistics.median(x[0] for x in rows)
-    p50 = statistics.median(x[1] for x in rows)
-    p99 = statistics.median(x[2] for x in rows)
-    throughput = summary([x[0] / o[0] for x, o in zip(rows, offs)], 2)
-    tail = summary([x[2] / o[2] for x, o in zip(rows, offs)], 2)
-    print(f"| {name} | {rps:.0f} | {p50:.2f} ms | {p99:.2f} ms | {throughput} | {tail} |")
+print(f"scrape storm: {statistics.median(scrapes):.0f} scrapes/s of /metrics during the load; "
+      f"one scrape costs {per_scrape * 1e6:.0f} us of app CPU, one request "
+      f"{cpu['metrics'] / requests['metrics'] * 1e6:.1f} us")
+print(f"scrapes took {scrape_share:.0%} of the app's CPU during the storm; request throughput "
+      f"was {summary(storm_vs_metrics)} of the metrics-only run's "
+      f"(expected from the scrapes' CPU alone: {1 - scrape_share:.2f})")
 PY
