@@ -190,19 +190,38 @@ impl SpanFields {
 /// Adds string fields to a span's log fields, as if recorded on it: how
 /// the HTTP layer gives a request span the values it already has without a
 /// pass through every layer.
+/// The keys must need no JSON escaping.
 pub(crate) fn add_str_fields(extensions: &mut ExtensionsMut<'_>, values: &[(&'static str, &str)]) {
-    let set_all = |fields: &mut SpanFields| {
+    if let Some(fields) = extensions.get_mut::<SpanFields>() {
         for &(key, value) in values {
             fields.set(key, |b| write_json_str(b, value));
         }
-    };
-    if let Some(fields) = extensions.get_mut::<SpanFields>() {
-        set_all(fields);
-    } else {
-        let mut fields = SpanFields::default();
-        set_all(&mut fields);
-        extensions.insert(fields);
+        return;
     }
+    // A span with no fields yet (the request span when it starts): the
+    // members are written back to back, with no search for earlier values.
+    let mut fields = SpanFields {
+        json: Vec::with_capacity(
+            values
+                .iter()
+                .map(|(key, value)| key.len() + value.len() + 8)
+                .sum::<usize>()
+                + 64,
+        ),
+        keys: Vec::with_capacity(values.len() + 2),
+        stale: 0,
+    };
+    for &(key, value) in values {
+        debug_assert_eq!(clean_prefix(key.as_bytes()), key.len(), "{key}");
+        let member = fields.json.len();
+        fields.json.push(b'"');
+        fields.json.extend_from_slice(key.as_bytes());
+        fields.json.extend_from_slice(b"\":");
+        let at = fields.json.len();
+        write_json_str(&mut fields.json, value);
+        fields.keys.push((key, member, at, fields.json.len()));
+    }
+    extensions.insert(fields);
 }
 
 /// Records span fields into [`SpanFields`].
