@@ -61,13 +61,16 @@ measure() {
   wrk -t1 -c8 -d"${DURATION:-10s}" "http://127.0.0.1:$port/api/v1/products/" >"$WORK/$name.wrk"
   callgrind_control -i off "$pid" >/dev/null 2>&1
   kill "$pid"; wait "$pid" 2>/dev/null || true
-  local requests instructions
+  local requests
   requests=$(awk '/requests in/ {print $1}' "$WORK/$name.wrk")
-  instructions=$(awk '/^(summary|totals):/ {s += $2} END {print s}' "$WORK/$name.callgrind"*)
-  echo "$name $requests $((instructions / requests))"
+  # `totals:` is the count while instrumented (`summary:` may repeat it).
+  awk -v name="$name" -v requests="${requests:-0}" '/^totals:/ {s += $2} END {
+    if (requests == 0) { print "app-instructions.sh: no request completed for " name > "/dev/stderr"; exit 1 }
+    printf "%s %d %.0f\n", name, requests, s / requests }' "$WORK/$name.callgrind"* >>"$WORK/results"
 }
 
 configs=("${@:-off metrics full}")
+: >"$WORK/results"
 for config in ${configs[*]}; do
   case "$config" in
     off) measure off off OTEL_SDK_DISABLED=true ;;
@@ -76,5 +79,6 @@ for config in ${configs[*]}; do
       OTEL_EXPORTER_OTLP_PROTOCOL=grpc OTEL_TRACES_SAMPLER_ARG=0.1 ;;
     *) echo "app-instructions.sh: unknown configuration $config (off, metrics, full)" >&2; exit 2 ;;
   esac
-done | awk '{print; n[$1] = $3} END {
-  if ("off" in n) for (c in n) if (c != "off") printf "%s/off: %.2f\n", c, n[c] / n["off"] }'
+done
+awk '{print; n[$1] = $3} END {
+  if ("off" in n) for (c in n) if (c != "off") printf "%s/off: %.2f\n", c, n[c] / n["off"] }' "$WORK/results"

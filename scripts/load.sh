@@ -6,7 +6,7 @@
 # recorded in BENCHMARKS.md.
 #
 #   bash scripts/load.sh                      # 20 rounds of 2 s slices
-#   ROUNDS=40 SLICE=3s PIN=1 bash scripts/load.sh
+#   ROUNDS=40 SLICE=3s PIN=1 bash scripts/load.sh   # SLICE in whole seconds
 #
 # Every configuration runs as its own process, all started at once and kept
 # running. Each round loads each of them for one SLICE (in an order that
@@ -48,6 +48,8 @@ import os, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, ti
 app, rotel = os.environ["APP"], os.environ["ROTEL"]
 rounds = int(os.environ.get("ROUNDS", "20"))
 slice_ = os.environ.get("SLICE", "2s")
+if not re.fullmatch(r"[1-9][0-9]*s", slice_):
+    sys.exit(f"load.sh: SLICE is whole seconds, like 2s, not {slice_!r}")
 connections = os.environ.get("CONNECTIONS", "32")
 pin = os.environ.get("PIN", "0") == "1"
 app_cpu, load_cpu = (["taskset", "-c", "0"], ["taskset", "-c", "1"]) if pin else ([], [])
@@ -149,6 +151,7 @@ try:
                     load_cpu + ["wrk", "-t1", "-c1", f"-d{slice_}",
                                 f"http://127.0.0.1:{ports[name]}/metrics"],
                     stdout=subprocess.PIPE, text=True)
+                procs.append(storm)
             rps, p50, p99, count = wrk(ports[name], slice_)
             if storm is not None:
                 out = storm.communicate()[0]
@@ -160,6 +163,8 @@ try:
     # One scrape alone, to know what it costs the app.
     before = cpu_seconds(pids["scrape-only"])
     scrape_rate, _, _, scrape_count = wrk(ports["scrape-only"], slice_, "/metrics", "1")
+    if scrape_count == 0:
+        sys.exit("load.sh: no scrape of /metrics completed")
     per_scrape = (cpu_seconds(pids["scrape-only"]) - before) / scrape_count
 finally:
     stop_all()

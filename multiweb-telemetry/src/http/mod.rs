@@ -1031,6 +1031,37 @@ mod tests {
 
     /// Without the direct request spans (as with the pretty log format), the
     /// bridge makes the request span from the `tracing` span's fields.
+    /// Writing the access line without dispatching an event must leave no
+    /// per-layer filter state behind (an `enabled!` check records which
+    /// filters said no, and only a dispatched event clears that): the
+    /// spans opened next on the same thread (here a job between requests,
+    /// and the next requests' handler spans) are exported and parented.
+    #[tokio::test]
+    async fn spans_after_an_access_line_are_all_exported() {
+        let (exported, logs, _default, app) = init_like(true);
+        for _ in 0..3 {
+            send(&app, "GET", "/api/v1/products/", &[]).await;
+            // The application's own check leaves no mark either.
+            assert!(tracing::enabled!(tracing::Level::INFO));
+            tracing::info_span!("between_requests").in_scope(|| {});
+        }
+        let spans = exported.0.lock().unwrap().clone();
+        let named = |name: &str| spans.iter().filter(|s| s.name == name).collect::<Vec<_>>();
+        let (servers, handlers) = (named("GET /api/v1/products/"), named("list_products"));
+        assert_eq!(servers.len(), 3, "{spans:#?}");
+        assert_eq!(handlers.len(), 3, "{spans:#?}");
+        for handler in handlers {
+            assert!(
+                servers
+                    .iter()
+                    .any(|server| server.span_context.span_id() == handler.parent_span_id),
+                "{handler:#?}"
+            );
+        }
+        assert_eq!(named("between_requests").len(), 3, "{spans:#?}");
+        assert_eq!(logs.access_lines().len(), 3);
+    }
+
     #[tokio::test]
     async fn without_direct_request_spans_the_bridge_exports_the_same_span() {
         use opentelemetry::trace::SpanKind;

@@ -89,20 +89,73 @@ pub(crate) fn otel_layers<S>(
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
-    let is_direct = direct.is_some();
-    // Spans only: log events go to the log (with `trace_id`), not into span
-    // events, which `tracing-opentelemetry` would build even for spans the
-    // sampler drops.
+    let filter = BridgeFilter {
+        direct: direct.is_some(),
+    };
     tracing_opentelemetry::layer()
         .with_tracer(tracer.clone())
         .with_location(false)
         .with_threads(false)
         .with_tracked_inactivity(false)
         .with_target(false)
-        .with_filter(tracing_subscriber::filter::filter_fn(move |meta| {
-            meta.is_span() && !(is_direct && crate::http::is_request_span(meta))
-        }))
+        .with_filter(filter)
         .and_then(direct.map(|sink| RequestSpans::new(tracer, sink)))
+}
+
+/// What the OpenTelemetry bridge sees: spans (but the request spans the
+/// HTTP layer starts itself, when `direct`), and no events. Log events go to
+/// the log (with `trace_id`), not into span events, which
+/// `tracing-opentelemetry` would build even for spans the sampler drops.
+///
+/// Events are refused in `event_enabled`, not in `enabled`: a per-layer
+/// filter that says no in `enabled` leaves a mark in a thread-local that
+/// only a dispatched event or span clears. An `enabled!` check dispatches
+/// nothing (the HTTP layer makes one before writing its access line
+/// directly, and so may the application), and the mark would make the
+/// bridge skip the next span opened on that thread
+/// (tokio-rs/tracing#2519).
+#[derive(Debug, Clone, Copy)]
+struct BridgeFilter {
+    direct: bool,
+}
+
+impl BridgeFilter {
+    fn wants(self, meta: &tracing::Metadata<'_>) -> bool {
+        !(meta.is_span() && self.direct && crate::http::is_request_span(meta))
+    }
+}
+
+impl<S> tracing_subscriber::layer::Filter<S> for BridgeFilter {
+    fn enabled(
+        &self,
+        meta: &tracing::Metadata<'_>,
+        _: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        self.wants(meta)
+    }
+
+    fn callsite_enabled(
+        &self,
+        meta: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        if !meta.is_span() {
+            // Asked per event, as `tracing-subscriber` expects of a filter
+            // that refuses events in `event_enabled`.
+            tracing::subscriber::Interest::sometimes()
+        } else if self.wants(meta) {
+            tracing::subscriber::Interest::always()
+        } else {
+            tracing::subscriber::Interest::never()
+        }
+    }
+
+    fn event_enabled(
+        &self,
+        _: &tracing::Event<'_>,
+        _: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        false
+    }
 }
 
 /// The subscriber: filter, OpenTelemetry layers, formatter.
