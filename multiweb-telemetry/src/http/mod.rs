@@ -1031,6 +1031,41 @@ mod tests {
 
     /// Without the direct request spans (as with the pretty log format), the
     /// bridge makes the request span from the `tracing` span's fields.
+    /// Under `init`'s subscriber the access line is written without an
+    /// event, and `RUST_LOG` still decides: a level it filters out writes
+    /// nothing, one it lets through writes the line with its ids.
+    #[tokio::test]
+    async fn with_inits_subscriber_the_log_filter_still_decides_access_lines() {
+        let logs = Logs::default();
+        let (dispatch, guard) = crate::Telemetry::builder()
+            .log_writer(logs.clone())
+            .log_filter("info")
+            .build_dispatch()
+            .unwrap();
+        let default = tracing::dispatcher::set_default(&dispatch);
+        assert!(crate::trace::request::is_installed());
+        let app = app(layer().access_log_levels(
+            tracing::Level::DEBUG,
+            tracing::Level::WARN,
+            tracing::Level::ERROR,
+        ));
+        send(&app, "GET", "/api/v1/products/", &[]).await;
+        send(&app, "GET", "/api/v1/products/7", &[]).await;
+        drop(default);
+        drop(guard); // writes out the buffered lines
+        let access = logs.access_lines();
+        assert_eq!(access.len(), 1, "{access:#?}");
+        assert_eq!(access[0]["status"], 404);
+        assert_eq!(access[0]["level"], "warn");
+        assert_eq!(access[0]["trace_id"].as_str().map(str::len), Some(32));
+        let handler = logs
+            .json()
+            .into_iter()
+            .find(|l| l["message"] == "listing products")
+            .expect("the handler's line of the first request");
+        assert_eq!(handler["http.route"], "/api/v1/products/");
+    }
+
     /// Writing the access line without dispatching an event must leave no
     /// per-layer filter state behind (an `enabled!` check records which
     /// filters said no, and only a dispatched event clears that): the
