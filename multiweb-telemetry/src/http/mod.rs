@@ -1029,8 +1029,6 @@ mod tests {
         );
     }
 
-    /// Without the direct request spans (as with the pretty log format), the
-    /// bridge makes the request span from the `tracing` span's fields.
     /// Under `init`'s subscriber the access line is written without an
     /// event, and `RUST_LOG` still decides: a level it filters out writes
     /// nothing, one it lets through writes the line with its ids.
@@ -1097,6 +1095,8 @@ mod tests {
         assert_eq!(logs.access_lines().len(), 3);
     }
 
+    /// Without the direct request spans (as with the pretty log format), the
+    /// bridge makes the request span from the `tracing` span's fields.
     #[tokio::test]
     async fn without_direct_request_spans_the_bridge_exports_the_same_span() {
         use opentelemetry::trace::SpanKind;

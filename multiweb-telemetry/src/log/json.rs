@@ -136,13 +136,7 @@ impl SpanFields {
             self.json.reserve(128);
             self.keys.reserve(6);
         }
-        let member = self.json.len();
-        self.json.push(b'"');
-        escape_into(&mut self.json, key);
-        self.json.extend_from_slice(b"\":");
-        let value = self.json.len();
-        write(&mut self.json);
-        let end = self.json.len();
+        let (member, value, end) = self.append(key, write);
         match self.keys.iter_mut().find(|(k, ..)| *k == key) {
             Some(slot) => {
                 self.stale += slot.3 - slot.1;
@@ -154,6 +148,22 @@ impl SpanFields {
             }
             None => self.keys.push((key, member, value, end)),
         }
+    }
+
+    /// Appends the member `"key":value` to `json`; returns where it and its
+    /// value start and where they end.
+    fn append(
+        &mut self,
+        key: &'static str,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> (usize, usize, usize) {
+        let member = self.json.len();
+        self.json.push(b'"');
+        escape_into(&mut self.json, key);
+        self.json.extend_from_slice(b"\":");
+        let value = self.json.len();
+        write(&mut self.json);
+        (member, value, self.json.len())
     }
 
     fn compact(&mut self) {
@@ -190,7 +200,6 @@ impl SpanFields {
 /// Adds string fields to a span's log fields, as if recorded on it: how
 /// the HTTP layer gives a request span the values it already has without a
 /// pass through every layer.
-/// The keys must need no JSON escaping.
 pub(crate) fn add_str_fields(extensions: &mut ExtensionsMut<'_>, values: &[(&'static str, &str)]) {
     if let Some(fields) = extensions.get_mut::<SpanFields>() {
         for &(key, value) in values {
@@ -212,14 +221,8 @@ pub(crate) fn add_str_fields(extensions: &mut ExtensionsMut<'_>, values: &[(&'st
         stale: 0,
     };
     for &(key, value) in values {
-        debug_assert_eq!(clean_prefix(key.as_bytes()), key.len(), "{key}");
-        let member = fields.json.len();
-        fields.json.push(b'"');
-        fields.json.extend_from_slice(key.as_bytes());
-        fields.json.extend_from_slice(b"\":");
-        let at = fields.json.len();
-        write_json_str(&mut fields.json, value);
-        fields.keys.push((key, member, at, fields.json.len()));
+        let (member, at, end) = fields.append(key, |b| write_json_str(b, value));
+        fields.keys.push((key, member, at, end));
     }
     extensions.insert(fields);
 }
@@ -270,11 +273,7 @@ struct EventVisitor<'a> {
 
 impl EventVisitor<'_> {
     fn key(&mut self, field: &Field) -> bool {
-        self.claim(field.name())
-    }
-
-    /// Starts the member for `name` unless the line already has one.
-    fn claim(&mut self, name: &'static str) -> bool {
+        let name = field.name();
         if name == "message" {
             if self.has_message {
                 return false;
@@ -732,8 +731,7 @@ fn escape_into(buf: &mut Vec<u8>, s: &str) {
 #[inline]
 fn clean_prefix(bytes: &[u8]) -> usize {
     let mut i = 0;
-    let mut words = bytes.chunks_exact(8);
-    for word in &mut words {
+    for word in bytes.chunks_exact(8) {
         if let Ok(word) = <[u8; 8]>::try_from(word)
             && word_needs_escape(u64::from_le_bytes(word))
         {
