@@ -78,12 +78,12 @@ where
 
         let trace = (settings.span || settings.access_log).then(|| {
             let (span, cx) = if settings.span {
-                request_span(method, route.as_deref(), &request)
+                request_span(instance, method, route.as_deref(), &request)
             } else {
                 (tracing::Span::none(), None)
             };
             let uri = settings.access_log.then(|| request.uri().clone());
-            Box::new(Trace { span, cx, uri })
+            Trace { span, cx, uri }
         });
 
         drop(route);
@@ -99,6 +99,7 @@ where
 /// The SERVER span of one request, and its OpenTelemetry context when the
 /// layer starts the OpenTelemetry span itself (see `trace::request`).
 fn request_span<B>(
+    instance: &Instance,
     method: usize,
     route: Option<&str>,
     request: &Request<B>,
@@ -119,7 +120,7 @@ fn request_span<B>(
         let attributes = RequestAttributes {
             name: span_name(method_label, route),
             method: method_label,
-            route,
+            route: route.map(|route| (route, instance.route_value(route))),
             path,
         };
         let cx = crate::trace::request::start(&span, attributes, request.headers());

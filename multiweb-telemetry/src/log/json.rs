@@ -14,10 +14,9 @@ use tracing_core::{Dispatch, Event, Level, Subscriber};
 use tracing_subscriber::Layer;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::Context;
-use tracing_subscriber::registry::{ExtensionsMut, LookupSpan, SpanRef};
+use tracing_subscriber::registry::{Extensions, ExtensionsMut, LookupSpan, SpanRef};
 
 use super::timestamp::write_rfc3339;
-use crate::trace::request::RequestContext;
 
 /// Keys the formatter writes itself; span or event fields with these names
 /// are left out.
@@ -105,26 +104,80 @@ impl<W> JsonLayer<W> {
 
 /// The fields recorded on a span, each already JSON-encoded as an object
 /// member (`"key":value`), back to back in one buffer: a span costs two
-/// allocations however many fields it has, and a log line copies each field
-/// with one copy.
-#[derive(Debug)]
+/// allocations however many fields it has (this and the buffer), and a log
+/// line copies each field with one copy.
+#[derive(Debug, Default)]
 struct SpanFields {
     /// The encoded members.
     json: Vec<u8>,
     /// Each field's name and where its member and its value start and end
     /// in `json`.
-    keys: Vec<(&'static str, usize, usize, usize)>,
+    keys: FieldKeys,
     /// Bytes of `json` no longer referenced (values recorded again).
     stale: usize,
+    /// The OpenTelemetry context of a request span the HTTP layer started
+    /// itself (see `trace::request`), kept here rather than in an extension
+    /// of its own: one allocation less per request.
+    request: Option<opentelemetry::Context>,
 }
 
-impl Default for SpanFields {
-    /// Empty, allocating nothing until the first field is set.
+/// A field's name, and where its member, and its value, start and end.
+type FieldKey = (&'static str, usize, usize, usize);
+
+/// How many fields a span keeps without a second allocation.
+const INLINE_KEYS: usize = 6;
+
+/// The [`FieldKey`]s of a span: inline up to [`INLINE_KEYS`], then on the
+/// heap.
+#[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "inline on purpose: it saves an allocation per span; the heap is the rare spill"
+)]
+enum FieldKeys {
+    Inline(usize, [FieldKey; INLINE_KEYS]),
+    Heap(Vec<FieldKey>),
+}
+
+impl Default for FieldKeys {
     fn default() -> Self {
-        Self {
-            json: Vec::new(),
-            keys: Vec::new(),
-            stale: 0,
+        Self::Inline(0, [("", 0, 0, 0); INLINE_KEYS])
+    }
+}
+
+impl FieldKeys {
+    fn as_slice(&self) -> &[FieldKey] {
+        match self {
+            Self::Inline(len, keys) => keys.get(..*len).unwrap_or_default(),
+            Self::Heap(keys) => keys,
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [FieldKey] {
+        match self {
+            Self::Inline(len, keys) => keys.get_mut(..*len).unwrap_or_default(),
+            Self::Heap(keys) => keys,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.as_slice().is_empty()
+    }
+
+    fn push(&mut self, key: FieldKey) {
+        match self {
+            Self::Inline(len, keys) => {
+                if let Some(slot) = keys.get_mut(*len) {
+                    *slot = key;
+                    *len += 1;
+                } else {
+                    let mut heap = Vec::with_capacity(INLINE_KEYS * 2);
+                    heap.extend_from_slice(keys);
+                    heap.push(key);
+                    *self = Self::Heap(heap);
+                }
+            }
+            Self::Heap(keys) => keys.push(key),
         }
     }
 }
@@ -132,12 +185,16 @@ impl Default for SpanFields {
 impl SpanFields {
     /// Encodes a value for `key` with `write`, replacing an earlier one.
     fn set(&mut self, key: &'static str, write: impl FnOnce(&mut Vec<u8>)) {
-        if self.keys.capacity() == 0 {
+        if self.json.capacity() == 0 {
             self.json.reserve(128);
-            self.keys.reserve(6);
         }
         let (member, value, end) = self.append(key, write);
-        match self.keys.iter_mut().find(|(k, ..)| *k == key) {
+        match self
+            .keys
+            .as_mut_slice()
+            .iter_mut()
+            .find(|(k, ..)| *k == key)
+        {
             Some(slot) => {
                 self.stale += slot.3 - slot.1;
                 *slot = (key, member, value, end);
@@ -168,7 +225,7 @@ impl SpanFields {
 
     fn compact(&mut self) {
         let mut json = Vec::with_capacity(self.json.len() - self.stale);
-        for (_, member, value, end) in &mut self.keys {
+        for (_, member, value, end) in self.keys.as_mut_slice() {
             let text = self.json.get(*member..*end).unwrap_or_default();
             let shift = json.len();
             json.extend_from_slice(text);
@@ -184,6 +241,7 @@ impl SpanFields {
     #[cfg(test)]
     fn iter(&self) -> impl Iterator<Item = (&'static str, &[u8])> {
         self.keys
+            .as_slice()
             .iter()
             .map(|&(key, _, value, end)| (key, self.json.get(value..end).unwrap_or_default()))
     }
@@ -192,19 +250,26 @@ impl SpanFields {
     /// first recorded.
     fn members(&self) -> impl Iterator<Item = (&'static str, &[u8])> {
         self.keys
+            .as_slice()
             .iter()
             .map(|&(key, member, _, end)| (key, self.json.get(member..end).unwrap_or_default()))
     }
 }
 
-/// Adds string fields to a span's log fields, as if recorded on it: how
-/// the HTTP layer gives a request span the values it already has without a
-/// pass through every layer.
-pub(crate) fn add_str_fields(extensions: &mut ExtensionsMut<'_>, values: &[(&'static str, &str)]) {
+/// Marks a span as a request span the HTTP layer started itself, with the
+/// OpenTelemetry context `cx`, and adds string fields to its log fields as
+/// if recorded on it: how the HTTP layer gives a request span the values it
+/// already has without a pass through every layer.
+pub(crate) fn add_request_fields(
+    extensions: &mut ExtensionsMut<'_>,
+    cx: opentelemetry::Context,
+    values: &[(&'static str, &str)],
+) {
     if let Some(fields) = extensions.get_mut::<SpanFields>() {
         for &(key, value) in values {
             fields.set(key, |b| write_json_str(b, value));
         }
+        fields.request = Some(cx);
         return;
     }
     // A span with no fields yet (the request span when it starts): the
@@ -217,14 +282,24 @@ pub(crate) fn add_str_fields(extensions: &mut ExtensionsMut<'_>, values: &[(&'st
                 .sum::<usize>()
                 + 64,
         ),
-        keys: Vec::with_capacity(values.len() + 2),
-        stale: 0,
+        request: Some(cx),
+        ..SpanFields::default()
     };
     for &(key, value) in values {
         let (member, at, end) = fields.append(key, |b| write_json_str(b, value));
         fields.keys.push((key, member, at, end));
     }
     extensions.insert(fields);
+}
+
+/// The OpenTelemetry context [`add_request_fields`] stored on a span, if it
+/// is a request span the HTTP layer started itself.
+pub(crate) fn request_context<'a>(
+    extensions: &'a Extensions<'_>,
+) -> Option<&'a opentelemetry::Context> {
+    extensions
+        .get::<SpanFields>()
+        .and_then(|fields| fields.request.as_ref())
 }
 
 /// Records span fields into [`SpanFields`].
@@ -455,7 +530,7 @@ where
     for span in leaf.scope() {
         let extensions = span.extensions();
         if span.id() == leaf_id {
-            request_ids = RequestContext::of(&extensions).map(|cx| {
+            request_ids = request_context(&extensions).map(|cx| {
                 let otel_span = opentelemetry::trace::TraceContextExt::span(cx);
                 let ids = otel_span.span_context();
                 (ids.trace_id(), ids.span_id())
@@ -479,12 +554,44 @@ where
 /// The fields of the HTTP layer's access log event, in its order.
 pub(crate) struct AccessFields<'a> {
     pub(crate) level: Level,
-    pub(crate) message: &'a str,
+    /// The end of the message, after `method path`
+    /// (` status=200 duration=0.003`); see [`message`](Self::message).
+    pub(crate) message_tail: &'a str,
     pub(crate) method: &'a str,
     pub(crate) path: &'a str,
     pub(crate) status: i64,
     pub(crate) duration: f64,
     pub(crate) error: Option<&'a str>,
+}
+
+impl AccessFields<'_> {
+    /// The event's `message`: `method path` and the tail.
+    pub(crate) fn message(&self) -> String {
+        let mut message = String::with_capacity(
+            self.method.len() + 1 + self.path.len() + self.message_tail.len(),
+        );
+        message.push_str(self.method);
+        message.push(' ');
+        message.push_str(self.path);
+        message.push_str(self.message_tail);
+        message
+    }
+
+    /// Writes [`message`](Self::message) as a JSON string, without building
+    /// it when it is not truncated (escaping is per character, so escaping
+    /// the parts one after the other escapes the whole).
+    fn write_message(&self, line: &mut Vec<u8>) {
+        if self.method.len() + 1 + self.path.len() + self.message_tail.len() > MAX_VALUE_BYTES {
+            write_json_str(line, &self.message());
+            return;
+        }
+        line.push(b'"');
+        escape_into(line, self.method);
+        line.push(b' ');
+        escape_into(line, self.path);
+        escape_into(line, self.message_tail);
+        line.push(b'"');
+    }
 }
 
 /// Where [`write_access_line`] sends a line: the writer [`JsonLayer`] writes
@@ -510,7 +617,7 @@ pub(crate) fn write_access_line<'a, R>(
         write_head(line, fields.level);
         // The event's own fields come first: none of their names is taken.
         line.extend_from_slice(b",\"message\":");
-        write_json_str(line, fields.message);
+        fields.write_message(line);
         line.extend_from_slice(b",\"method\":");
         write_json_str(line, fields.method);
         line.extend_from_slice(b",\"path\":");
@@ -857,23 +964,31 @@ mod tests {
             let outer = tracing::info_span!("outer", tenant = "a\"b", method = "shadowed");
             let span = tracing::info_span!(parent: &outer, "HTTP request", user_id = tracing::field::Empty);
             span.record("user_id", "42");
-            for (level, error) in [(Level::INFO, None), (Level::ERROR, Some("it \n broke"))] {
+            // A path long enough to truncate the message (in a multibyte
+            // character) takes the other way to the same bytes.
+            let long_path = format!("/{}", "é".repeat(MAX_VALUE_BYTES / 2));
+            for (level, error, path) in [
+                (Level::INFO, None, "/x\u{1}"),
+                (Level::ERROR, Some("it \n broke"), "/x\u{1}"),
+                (Level::INFO, None, long_path.as_str()),
+            ] {
                 let fields = AccessFields {
                     level,
-                    message: "GET /x status=500 duration=0.250",
+                    message_tail: " status=500 duration=0.250",
                     method: "GET",
-                    path: "/x\u{1}",
+                    path,
                     status: 500,
                     duration: 0.25,
                     error,
                 };
+                let message = fields.message();
                 macro_rules! event {
                     ($level:expr) => {
                         tracing::event!(
                             target: "multiweb_telemetry::http",
                             parent: &span,
                             $level,
-                            message = fields.message,
+                            message = message.as_str(),
                             method = fields.method,
                             path = fields.path,
                             status = fields.status,
@@ -899,14 +1014,16 @@ mod tests {
         });
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 4, "{text}");
+        assert_eq!(lines.len(), 6, "{text}");
         // After the timestamp, byte for byte.
         let rest = |line: &str| line.split_once("\",\"level\"").unwrap().1.to_owned();
         assert_eq!(rest(lines[0]), rest(lines[1]));
         assert_eq!(rest(lines[2]), rest(lines[3]));
+        assert_eq!(rest(lines[4]), rest(lines[5]));
+        assert!(lines[4].contains("éé…\",\"method\""), "truncated message");
         assert_eq!(
             rest(lines[2]),
-            ":\"error\",\"message\":\"GET /x status=500 duration=0.250\",\"method\":\"GET\",\
+            ":\"error\",\"message\":\"GET /x\\u0001 status=500 duration=0.250\",\"method\":\"GET\",\
              \"path\":\"/x\\u0001\",\"status\":500,\"duration\":0.25,\"error\":\"it \\n broke\",\
              \"user_id\":\"42\",\"tenant\":\"a\\\"b\",\"target\":\"multiweb_telemetry::http\"}"
         );
@@ -990,6 +1107,41 @@ mod tests {
         assert_eq!(line["status"], 503);
         assert_eq!(line["level"], "error");
         assert_eq!(line["message"], "failed");
+    }
+
+    /// More fields than a span keeps inline: all of them reach the line,
+    /// with the latest value of one recorded again.
+    #[test]
+    fn a_span_with_many_fields_keeps_them_all() {
+        let lines = capture(|| {
+            let span = tracing::info_span!(
+                "s",
+                f1 = 1,
+                f2 = 2,
+                f3 = 3,
+                f4 = 4,
+                f5 = 5,
+                f6 = 6,
+                f7 = tracing::field::Empty,
+                f8 = tracing::field::Empty,
+            );
+            span.record("f8", 8);
+            span.record("f7", 7);
+            span.record("f2", "two");
+            let _g = span.enter();
+            tracing::info!("inside");
+        });
+        let line = lines[0].as_object().unwrap();
+        let keys: Vec<&str> = line
+            .keys()
+            .map(String::as_str)
+            .filter(|key| key.starts_with('f'))
+            .collect();
+        // (`serde_json` sorts the keys.)
+        assert_eq!(keys, ["f1", "f2", "f3", "f4", "f5", "f6", "f7", "f8"]);
+        assert_eq!(line["f1"], 1);
+        assert_eq!(line["f2"], "two");
+        assert_eq!(line["f7"], 7);
     }
 
     #[test]

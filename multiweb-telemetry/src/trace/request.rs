@@ -30,20 +30,9 @@ use tracing::field::{Field, Visit};
 use tracing::span::{Id, Record};
 use tracing_subscriber::Registry;
 use tracing_subscriber::layer::{Context as LayerContext, Layer};
-use tracing_subscriber::registry::{Extensions, LookupSpan};
+use tracing_subscriber::registry::LookupSpan;
 
 use crate::log::{AccessFields, LineSink};
-
-/// Span extension of a request's `tracing` span: its OpenTelemetry context.
-pub(crate) struct RequestContext(Context);
-
-impl RequestContext {
-    /// The context stored in a span's `extensions`, if it is a request span
-    /// [`start`] gave one.
-    pub(crate) fn of<'a>(extensions: &'a Extensions<'_>) -> Option<&'a Context> {
-        extensions.get::<Self>().map(|Self(cx)| cx)
-    }
-}
 
 /// The layer that lets the HTTP layer start request spans with the
 /// installed tracer, and copies fields recorded on a request's `tracing`
@@ -133,7 +122,7 @@ where
     if !crate::http::is_request_span(span.metadata()) {
         return None;
     }
-    RequestContext::of(&span.extensions()).cloned()
+    crate::log::request_context(&span.extensions()).cloned()
 }
 
 /// The request's attributes, known when it arrives.
@@ -141,7 +130,8 @@ pub(crate) struct RequestAttributes<'a> {
     /// `METHOD route`, or `METHOD` without a route.
     pub(crate) name: String,
     pub(crate) method: &'static str,
-    pub(crate) route: Option<&'a str>,
+    /// The route, and the same as an attribute value.
+    pub(crate) route: Option<(&'a str, opentelemetry::StringValue)>,
     pub(crate) path: &'a str,
 }
 
@@ -164,10 +154,10 @@ pub(crate) fn start(
             Key::from_static_str("http.request.method"),
             Value::from(attributes.method),
         ));
-        if let Some(route) = attributes.route {
+        if let Some((_, route)) = &attributes.route {
             kvs.push(KeyValue::new(
                 Key::from_static_str("http.route"),
-                Value::from(route.to_owned()),
+                Value::from(route.clone()),
             ));
         }
         kvs.push(KeyValue::new(
@@ -181,18 +171,21 @@ pub(crate) fn start(
             .with_attributes(kvs)
             .start_with_context(&layer.tracer, &parent);
         let cx = parent.with_span(otel_span);
-        let mut extensions = data.extensions_mut();
-        extensions.insert(RequestContext(cx.clone()));
-        // The same values as fields of the log lines inside the request.
+        // The context, and the same values as fields of the log lines
+        // inside the request.
         let mut fields = [("http.request.method", attributes.method); 3];
         let mut count = 1;
-        if let Some(route) = attributes.route {
+        if let Some((route, _)) = attributes.route {
             fields[count] = ("http.route", route);
             count += 1;
         }
         fields[count] = ("url.path", attributes.path);
         count += 1;
-        crate::log::add_str_fields(&mut extensions, fields.get(..count).unwrap_or_default());
+        crate::log::add_request_fields(
+            &mut data.extensions_mut(),
+            cx.clone(),
+            fields.get(..count).unwrap_or_default(),
+        );
         Some(cx)
     })
     .flatten()
@@ -226,7 +219,7 @@ pub(crate) fn context_of(span: &tracing::Span) -> Option<Context> {
         let data = registry.span(id)?;
         // The request span is the current span or one of its ancestors.
         data.scope()
-            .find_map(|span| RequestContext::of(&span.extensions()).cloned())
+            .find_map(|span| crate::log::request_context(&span.extensions()).cloned())
     })
     .flatten()
 }
