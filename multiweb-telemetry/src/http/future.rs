@@ -42,7 +42,7 @@ where
                 .state
                 .as_ref()
                 .and_then(|state| state.trace.as_ref())
-                .map(|trace| trace.span.enter());
+                .map(|trace| crate::trace::request::enter(&trace.span, trace.cx.as_ref()));
             ready!(this.inner.poll(cx))
         };
         let mut state = this.state.take();

@@ -89,7 +89,10 @@ where
         drop(route);
         let state = RequestState::new(Arc::clone(instance), start, method, series, trace);
         let future = {
-            let _entered = state.trace.as_ref().map(|trace| trace.span.enter());
+            let _entered = state
+                .trace
+                .as_ref()
+                .map(|trace| crate::trace::request::enter(&trace.span, trace.cx.as_ref()));
             self.inner.call(request)
         };
         ResponseFuture::new(future, Some(state))

@@ -18,7 +18,7 @@
 //! subscriber has (its `otel.*` fields steer it). The differences a
 //! handler's code can see are listed in [`http`](crate::http#span).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 
 use http::HeaderMap;
@@ -66,6 +66,35 @@ impl Drop for Attached {
 
 thread_local! {
     static ATTACHED: RefCell<Attached> = const { RefCell::new(Attached(Vec::new())) };
+    /// The request span [`enter`] is entering, its context already attached.
+    static ENTERING: Cell<Option<u64>> = const { Cell::new(None) };
+}
+
+/// A request span entered by [`enter`]: exits it, then detaches its context.
+pub(crate) struct Entered<'a> {
+    _span: tracing::span::Entered<'a>,
+    _context: Option<ContextGuard>,
+}
+
+/// Enters the request span `span` whose context `cx` (stored by [`start`])
+/// the caller holds: attaches the context itself, and tells
+/// [`RequestSpans::on_enter`] so, which then does not look the span up.
+/// Entered any other way (`Span::in_scope`, a task spawned with
+/// `.in_current_span()`), the span still gets its context attached.
+pub(crate) fn enter<'a>(span: &'a tracing::Span, cx: Option<&Context>) -> Entered<'a> {
+    let context = cx.map(|cx| cx.clone().attach());
+    let id = context.as_ref().and_then(|_| span.id());
+    if let Some(id) = &id {
+        let _ = ENTERING.try_with(|entering| entering.set(Some(id.into_u64())));
+    }
+    let entered = span.enter();
+    if id.is_some() {
+        let _ = ENTERING.try_with(|entering| entering.set(None));
+    }
+    Entered {
+        _span: entered,
+        _context: context,
+    }
 }
 
 impl<S> Layer<S> for RequestSpans
@@ -76,6 +105,13 @@ where
     /// (a task spawned with `.in_current_span()` too), so spans opened inside
     /// are its children, as the bridge's context activation does for others.
     fn on_enter(&self, id: &Id, ctx: LayerContext<'_, S>) {
+        if ENTERING
+            .try_with(|entering| entering.get() == Some(id.into_u64()))
+            .unwrap_or(false)
+        {
+            // `enter` attached the context already.
+            return;
+        }
         let cx = stored_context(id, &ctx);
         if let Some(cx) = cx {
             let guard = cx.attach();
