@@ -203,7 +203,7 @@ fn access_log(
             ) {
                 let fields = AccessFields {
                     level: $level,
-                    message_tail: tail.as_str(),
+                    message_tail: tail.as_bytes(),
                     method,
                     path,
                     status,
@@ -286,8 +286,8 @@ impl MessageTail {
         }
     }
 
-    fn as_str(&self) -> &str {
-        std::str::from_utf8(self.bytes.get(..self.len).unwrap_or_default()).unwrap_or_default()
+    fn as_bytes(&self) -> &[u8] {
+        self.bytes.get(..self.len).unwrap_or_default()
     }
 }
 
@@ -300,7 +300,7 @@ mod tests {
         let tail = MessageTail::new(status, duration);
         AccessFields {
             level: tracing::Level::INFO,
-            message_tail: tail.as_str(),
+            message_tail: tail.as_bytes(),
             method,
             path,
             status,

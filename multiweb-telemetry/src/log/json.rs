@@ -555,8 +555,9 @@ where
 pub(crate) struct AccessFields<'a> {
     pub(crate) level: Level,
     /// The end of the message, after `method path`
-    /// (` status=200 duration=0.003`); see [`message`](Self::message).
-    pub(crate) message_tail: &'a str,
+    /// (` status=200 duration=0.003`): printable ASCII with nothing to
+    /// escape. See [`message`](Self::message).
+    pub(crate) message_tail: &'a [u8],
     pub(crate) method: &'a str,
     pub(crate) path: &'a str,
     pub(crate) status: i64,
@@ -573,7 +574,7 @@ impl AccessFields<'_> {
         message.push_str(self.method);
         message.push(' ');
         message.push_str(self.path);
-        message.push_str(self.message_tail);
+        message.push_str(&String::from_utf8_lossy(self.message_tail));
         message
     }
 
@@ -589,7 +590,13 @@ impl AccessFields<'_> {
         escape_into(line, self.method);
         line.push(b' ');
         escape_into(line, self.path);
-        escape_into(line, self.message_tail);
+        debug_assert!(
+            self.message_tail
+                .iter()
+                .all(|&b| b.is_ascii_graphic() && b != b'"' && b != b'\\' || b == b' '),
+            "the message tail needs no escaping"
+        );
+        line.extend_from_slice(self.message_tail);
         line.push(b'"');
     }
 }
@@ -682,12 +689,27 @@ fn level_str(level: Level) -> &'static str {
 
 /// Appends lowercase hex digits, as OpenTelemetry ids are written.
 fn write_hex<const N: usize>(buf: &mut Vec<u8>, bytes: &[u8; N]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut text = [[0_u8; 2]; N];
-    for (pair, &b) in text.iter_mut().zip(bytes) {
-        *pair = [HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]];
+    for chunk in bytes.chunks(4) {
+        let mut word = [0_u8; 4];
+        word.get_mut(..chunk.len())
+            .unwrap_or_default()
+            .copy_from_slice(chunk);
+        let text = hex8(u32::from_be_bytes(word));
+        buf.extend_from_slice(text.get(..chunk.len() * 2).unwrap_or_default());
     }
-    buf.extend_from_slice(text.as_flattened());
+}
+
+/// The eight lowercase hex digits of `value`, most significant first,
+/// computed on all digits at once rather than looked up one by one.
+fn hex8(value: u32) -> [u8; 8] {
+    // Each nibble into a byte of its own, the first nibble in the top byte.
+    let x = u64::from(value);
+    let x = ((x & 0xffff_0000) << 16) | (x & 0xffff);
+    let x = ((x & 0x0000_ff00_0000_ff00) << 8) | (x & 0x0000_00ff_0000_00ff);
+    let x = ((x & 0x00f0_00f0_00f0_00f0) << 4) | (x & 0x000f_000f_000f_000f);
+    // Digits above 9 need `'a' - '0' - 10` more.
+    let letters = ((x + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
+    (x + 0x3030_3030_3030_3030 + letters * 39).to_be_bytes()
 }
 
 fn write_u64(buf: &mut Vec<u8>, value: u64) {
@@ -974,7 +996,7 @@ mod tests {
             ] {
                 let fields = AccessFields {
                     level,
-                    message_tail: " status=500 duration=0.250",
+                    message_tail: b" status=500 duration=0.250",
                     method: "GET",
                     path,
                     status: 500,
@@ -1142,6 +1164,34 @@ mod tests {
         assert_eq!(line["f1"], 1);
         assert_eq!(line["f2"], "two");
         assert_eq!(line["f7"], 7);
+    }
+
+    #[test]
+    fn hex_digits_match_format() {
+        let mut value: u32 = 0x0123_4567;
+        for _ in 0..1000 {
+            assert_eq!(
+                hex8(value),
+                *format!("{value:08x}").as_bytes(),
+                "{value:#x}"
+            );
+            value = value.wrapping_mul(2_654_435_761).wrapping_add(0x9e37_79b9);
+        }
+        for value in [0, u32::MAX, 0x89ab_cdef, 0xa0a0_0a0a] {
+            assert_eq!(hex8(value), *format!("{value:08x}").as_bytes());
+        }
+        let bytes: [u8; 16] =
+            std::array::from_fn(|i| u8::try_from(i).unwrap().wrapping_mul(37) ^ 0xa5);
+        let mut buf = Vec::new();
+        write_hex(&mut buf, &bytes);
+        let expected = bytes.iter().fold(String::new(), |mut text, b| {
+            write!(text, "{b:02x}").unwrap();
+            text
+        });
+        assert_eq!(String::from_utf8(buf).unwrap(), expected);
+        let mut buf = Vec::new();
+        write_hex(&mut buf, &[0xde, 0xad, 0xbe, 0xef, 0x00, 0x01]);
+        assert_eq!(buf, b"deadbeef0001");
     }
 
     #[test]
