@@ -83,7 +83,7 @@ where
                 (tracing::Span::none(), None)
             };
             let uri = settings.access_log.then(|| request.uri().clone());
-            Trace { span, cx, uri }
+            Box::new(Trace { span, cx, uri })
         });
 
         drop(route);
