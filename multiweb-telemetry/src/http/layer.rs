@@ -43,22 +43,8 @@ pub(crate) struct Instance {
     pub(crate) shared: Arc<Shared>,
     pub(crate) route: OnceLock<Arc<RouteSeries>>,
     /// The first route it served as a span attribute value, shared rather
-    /// than copied by the requests of that route.
-    route_value: OnceLock<opentelemetry::StringValue>,
-}
-
-impl Instance {
-    /// `route` as a span attribute value.
-    pub(crate) fn route_value(&self, route: &str) -> opentelemetry::StringValue {
-        let own = self
-            .route_value
-            .get_or_init(|| opentelemetry::StringValue::from(Arc::<str>::from(route)));
-        if own.as_str() == route {
-            own.clone()
-        } else {
-            opentelemetry::StringValue::from(route.to_owned())
-        }
-    }
+    /// than copied by the requests of that route (see `trace::request`).
+    pub(crate) route_value: OnceLock<opentelemetry::StringValue>,
 }
 
 impl fmt::Debug for Settings {

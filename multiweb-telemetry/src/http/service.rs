@@ -123,7 +123,8 @@ fn request_span<B>(
         let attributes = RequestAttributes {
             name: span_name(method_label, route),
             method: method_label,
-            route: route.map(|route| (route, instance.route_value(route))),
+            route,
+            route_cache: Some(&instance.route_value),
             path,
         };
         let cx = crate::trace::request::start(&span, attributes, request.headers());

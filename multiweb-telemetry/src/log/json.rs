@@ -103,9 +103,9 @@ impl<W> JsonLayer<W> {
 }
 
 /// The fields recorded on a span, each already JSON-encoded as an object
-/// member (`"key":value`), back to back in one buffer: a span costs two
-/// allocations however many fields it has (this and the buffer), and a log
-/// line copies each field with one copy.
+/// member (`"key":value`), back to back in one buffer: a span with up to
+/// [`INLINE_KEYS`] fields costs two allocations (this and the buffer), one
+/// more beyond, and a log line copies each field with one copy.
 #[derive(Debug, Default)]
 struct SpanFields {
     /// The encoded members.
@@ -116,8 +116,8 @@ struct SpanFields {
     /// Bytes of `json` no longer referenced (values recorded again).
     stale: usize,
     /// The OpenTelemetry context of a request span the HTTP layer started
-    /// itself (see `trace::request`), kept here rather than in an extension
-    /// of its own: one allocation less per request.
+    /// itself (see `trace::request`). Kept with the fields the layer adds at
+    /// the same time: one extension, one allocation, per request span.
     request: Option<opentelemetry::Context>,
 }
 
@@ -551,7 +551,8 @@ where
     request_ids
 }
 
-/// The fields of the HTTP layer's access log event, in its order.
+/// What the HTTP layer's access log event records: its fields in their
+/// order (the message made from `method`, `path` and `message_tail`).
 pub(crate) struct AccessFields<'a> {
     pub(crate) level: Level,
     /// The end of the message, after `method path`
@@ -691,9 +692,9 @@ fn level_str(level: Level) -> &'static str {
 fn write_hex<const N: usize>(buf: &mut Vec<u8>, bytes: &[u8; N]) {
     for chunk in bytes.chunks(4) {
         let mut word = [0_u8; 4];
-        word.get_mut(..chunk.len())
-            .unwrap_or_default()
-            .copy_from_slice(chunk);
+        for (slot, &byte) in word.iter_mut().zip(chunk) {
+            *slot = byte;
+        }
         let text = hex8(u32::from_be_bytes(word));
         buf.extend_from_slice(text.get(..chunk.len() * 2).unwrap_or_default());
     }
@@ -989,14 +990,20 @@ mod tests {
             // A path long enough to truncate the message (in a multibyte
             // character) takes the other way to the same bytes.
             let long_path = format!("/{}", "é".repeat(MAX_VALUE_BYTES / 2));
+            // Messages of exactly the limit, and one byte over.
+            let tail = b" status=500 duration=0.250";
+            let at_limit = "a".repeat(MAX_VALUE_BYTES - "GET ".len() - tail.len());
+            let over_limit = format!("{at_limit}b");
             for (level, error, path) in [
                 (Level::INFO, None, "/x\u{1}"),
                 (Level::ERROR, Some("it \n broke"), "/x\u{1}"),
                 (Level::INFO, None, long_path.as_str()),
+                (Level::INFO, None, at_limit.as_str()),
+                (Level::INFO, None, over_limit.as_str()),
             ] {
                 let fields = AccessFields {
                     level,
-                    message_tail: b" status=500 duration=0.250",
+                    message_tail: tail,
                     method: "GET",
                     path,
                     status: 500,
@@ -1036,13 +1043,21 @@ mod tests {
         });
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 6, "{text}");
+        assert_eq!(lines.len(), 10, "{text}");
         // After the timestamp, byte for byte.
         let rest = |line: &str| line.split_once("\",\"level\"").unwrap().1.to_owned();
-        assert_eq!(rest(lines[0]), rest(lines[1]));
-        assert_eq!(rest(lines[2]), rest(lines[3]));
-        assert_eq!(rest(lines[4]), rest(lines[5]));
+        for pair in lines.chunks(2) {
+            assert_eq!(rest(pair[0]), rest(pair[1]));
+        }
         assert!(lines[4].contains("éé…\",\"method\""), "truncated message");
+        assert!(
+            lines[6].contains("duration=0.250\",\"method\""),
+            "not truncated at the limit"
+        );
+        assert!(
+            lines[8].contains("duration=0.25…\",\"method\""),
+            "truncated one over"
+        );
         assert_eq!(
             rest(lines[2]),
             ":\"error\",\"message\":\"GET /x\\u0001 status=500 duration=0.250\",\"method\":\"GET\",\
@@ -1159,11 +1174,32 @@ mod tests {
             .map(String::as_str)
             .filter(|key| key.starts_with('f'))
             .collect();
-        // (`serde_json` sorts the keys.)
+        // (`serde_json` sorts the keys, and would hide a repeated one.)
         assert_eq!(keys, ["f1", "f2", "f3", "f4", "f5", "f6", "f7", "f8"]);
         assert_eq!(line["f1"], 1);
         assert_eq!(line["f2"], "two");
         assert_eq!(line["f7"], 7);
+
+        // The members themselves: each key once, in the order first recorded.
+        let mut fields = SpanFields::default();
+        for (key, value) in [
+            ("f1", 1),
+            ("f2", 2),
+            ("f3", 3),
+            ("f4", 4),
+            ("f5", 5),
+            ("f6", 6),
+        ] {
+            fields.set(key, |b| write_i64(b, value));
+        }
+        fields.set("f8", |b| write_i64(b, 8));
+        fields.set("f7", |b| write_i64(b, 7));
+        fields.set("f2", |b| write_json_str(b, "two"));
+        let members: Vec<&[u8]> = fields.members().map(|(_, member)| member).collect();
+        assert_eq!(
+            members.concat(),
+            b"\"f1\":1\"f2\":\"two\"\"f3\":3\"f4\":4\"f5\":5\"f6\":6\"f8\":8\"f7\":7"
+        );
     }
 
     #[test]
@@ -1218,6 +1254,10 @@ mod tests {
     fn span_fields_recorded_again_keep_the_last_value_in_bounded_memory() {
         let mut fields = SpanFields::default();
         fields.set("method", |b| write_json_str(b, "GET"));
+        // Enough keys to spill out of the inline ones before compacting.
+        for key in ["a", "b", "c", "d", "e"] {
+            fields.set(key, |b| write_json_str(b, key));
+        }
         for i in 0..10_000_u64 {
             fields.set("progress", |b| write_u64(b, i));
             fields.set("note", |b| write_json_str(b, &"n".repeat(100)));
@@ -1232,11 +1272,17 @@ mod tests {
             all,
             [
                 ("method", "\"GET\""),
+                ("a", "\"a\""),
+                ("b", "\"b\""),
+                ("c", "\"c\""),
+                ("d", "\"d\""),
+                ("e", "\"e\""),
                 ("progress", "9999"),
                 ("note", note.as_str()),
                 ("status", "-1")
             ]
         );
+        assert!(matches!(fields.keys, FieldKeys::Heap(_)), "spilled");
         assert!(fields.json.len() < 4096, "{} bytes held", fields.json.len());
     }
 

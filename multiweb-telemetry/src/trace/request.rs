@@ -7,7 +7,8 @@
 //! so with [`init`](crate::init)'s subscriber (JSON logs) the HTTP layer
 //! starts the SDK span directly and keeps the `tracing` span for the log
 //! lines only (the bridge does not see it). Entering the `tracing` span
-//! attaches the OpenTelemetry span's context ([`RequestSpans`] does), so the
+//! attaches the OpenTelemetry span's context (the HTTP layer's own enters do
+//! it in [`enter`], any other enter goes through [`RequestSpans`]), so the
 //! handler's own spans are its children. Fields recorded on the `tracing`
 //! span later (`user_id`, `error`, `otel.status_code`) are copied to the SDK
 //! span by [`RequestSpans`].
@@ -20,10 +21,11 @@
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 
 use http::HeaderMap;
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer as _};
-use opentelemetry::{Context, ContextGuard, Key, KeyValue, Value};
+use opentelemetry::{Context, ContextGuard, Key, KeyValue, StringValue, Value};
 use opentelemetry_sdk::trace::SdkTracer;
 use tracing::Subscriber;
 use tracing::field::{Field, Visit};
@@ -49,9 +51,11 @@ impl RequestSpans {
     }
 }
 
-/// The contexts attached by entering request spans on one thread, with the
-/// span each belongs to (spans may be exited out of order).
-struct Attached(Vec<(Id, ContextGuard)>);
+/// The request spans entered on one thread, innermost last, each with the
+/// context its enter attached (`None` when [`enter`] attached it), so that
+/// exits detach in the reverse order of the enters (spans may be exited
+/// out of order).
+struct Attached(Vec<(Id, Option<ContextGuard>)>);
 
 impl Drop for Attached {
     /// A span entered and never exited leaves its guard here until the
@@ -76,6 +80,17 @@ pub(crate) struct Entered<'a> {
     _context: Option<ContextGuard>,
 }
 
+/// Clears [`ENTERING`] when dropped, a panic in a layer's `on_enter`
+/// included: a stale mark would make [`RequestSpans::on_enter`] skip a later
+/// enter of a span reusing the id.
+struct ClearEntering;
+
+impl Drop for ClearEntering {
+    fn drop(&mut self) {
+        let _ = ENTERING.try_with(|entering| entering.set(None));
+    }
+}
+
 /// Enters the request span `span` whose context `cx` (stored by [`start`])
 /// the caller holds: attaches the context itself, and tells
 /// [`RequestSpans::on_enter`] so, which then does not look the span up.
@@ -83,14 +98,14 @@ pub(crate) struct Entered<'a> {
 /// `.in_current_span()`), the span still gets its context attached.
 pub(crate) fn enter<'a>(span: &'a tracing::Span, cx: Option<&Context>) -> Entered<'a> {
     let context = cx.map(|cx| cx.clone().attach());
-    let id = context.as_ref().and_then(|_| span.id());
-    if let Some(id) = &id {
-        let _ = ENTERING.try_with(|entering| entering.set(Some(id.into_u64())));
-    }
-    let entered = span.enter();
-    if id.is_some() {
-        let _ = ENTERING.try_with(|entering| entering.set(None));
-    }
+    let entered = match context.as_ref().and_then(|_| span.id()) {
+        Some(id) => {
+            let _ = ENTERING.try_with(|entering| entering.set(Some(id.into_u64())));
+            let _clear = ClearEntering;
+            span.enter()
+        }
+        None => span.enter(),
+    };
     Entered {
         _span: entered,
         _context: context,
@@ -105,18 +120,26 @@ where
     /// (a task spawned with `.in_current_span()` too), so spans opened inside
     /// are its children, as the bridge's context activation does for others.
     fn on_enter(&self, id: &Id, ctx: LayerContext<'_, S>) {
-        if ENTERING
-            .try_with(|entering| entering.get() == Some(id.into_u64()))
+        let guard = if ENTERING
+            .try_with(|entering| {
+                let ours = entering.get() == Some(id.into_u64());
+                if ours {
+                    entering.set(None);
+                }
+                ours
+            })
             .unwrap_or(false)
         {
-            // `enter` attached the context already.
-            return;
-        }
-        let cx = stored_context(id, &ctx);
-        if let Some(cx) = cx {
-            let guard = cx.attach();
-            let _ = ATTACHED.try_with(|attached| attached.borrow_mut().0.push((id.clone(), guard)));
-        }
+            // `enter` attached the context already; its place in the order
+            // of enters is still kept.
+            None
+        } else {
+            match stored_context(id, &ctx) {
+                Some(cx) => Some(cx.attach()),
+                None => return,
+            }
+        };
+        let _ = ATTACHED.try_with(|attached| attached.borrow_mut().0.push((id.clone(), guard)));
     }
 
     fn on_exit(&self, id: &Id, _ctx: LayerContext<'_, S>) {
@@ -166,8 +189,9 @@ pub(crate) struct RequestAttributes<'a> {
     /// `METHOD route`, or `METHOD` without a route.
     pub(crate) name: String,
     pub(crate) method: &'static str,
-    /// The route, and the same as an attribute value.
-    pub(crate) route: Option<(&'a str, opentelemetry::StringValue)>,
+    pub(crate) route: Option<&'a str>,
+    /// Where the service keeps its first route as an attribute value.
+    pub(crate) route_cache: Option<&'a OnceLock<StringValue>>,
     pub(crate) path: &'a str,
 }
 
@@ -190,10 +214,14 @@ pub(crate) fn start(
             Key::from_static_str("http.request.method"),
             Value::from(attributes.method),
         ));
-        if let Some((_, route)) = &attributes.route {
+        if let Some(route) = attributes.route {
+            let value = match attributes.route_cache {
+                Some(cache) => shared_route(cache, route),
+                None => StringValue::from(route.to_owned()),
+            };
             kvs.push(KeyValue::new(
                 Key::from_static_str("http.route"),
-                Value::from(route.clone()),
+                Value::from(value),
             ));
         }
         kvs.push(KeyValue::new(
@@ -211,7 +239,7 @@ pub(crate) fn start(
         // inside the request.
         let mut fields = [("http.request.method", attributes.method); 3];
         let mut count = 1;
-        if let Some((route, _)) = attributes.route {
+        if let Some(route) = attributes.route {
             fields[count] = ("http.route", route);
             count += 1;
         }
@@ -225,6 +253,17 @@ pub(crate) fn start(
         Some(cx)
     })
     .flatten()
+}
+
+/// `route` as an attribute value: shared with the one in `cache` (the first
+/// route the service served) when it is that route, else a copy.
+fn shared_route(cache: &OnceLock<StringValue>, route: &str) -> StringValue {
+    let first = cache.get_or_init(|| StringValue::from(Arc::<str>::from(route)));
+    if first.as_str() == route {
+        first.clone()
+    } else {
+        StringValue::from(route.to_owned())
+    }
 }
 
 /// Writes the access log line of the request whose `tracing` span is `span`
@@ -330,7 +369,60 @@ impl Visit for CopyFields<'_> {
 
 #[cfg(test)]
 mod tests {
+    use http::HeaderMap;
+    use opentelemetry::Context;
+    use opentelemetry::trace::TraceContextExt;
+
+    use super::{RequestAttributes, enter, start};
     use crate::{LogFormat, Telemetry};
+
+    fn current_span_id() -> opentelemetry::trace::SpanId {
+        Context::current().span().span_context().span_id()
+    }
+
+    /// Entered by the HTTP layer inside an enter of its own (and the other
+    /// way round), the request span's context is attached for exactly the
+    /// enters, and detached in the reverse order.
+    #[test]
+    fn nested_enters_of_a_request_span_detach_in_order() {
+        let (dispatch, _guard) = Telemetry::builder()
+            .log_writer(std::io::sink())
+            .build_dispatch()
+            .unwrap();
+        tracing::dispatcher::with_default(&dispatch, || {
+            let span = tracing::info_span!(target: "multiweb_telemetry::http", "HTTP request");
+            let attributes = RequestAttributes {
+                name: "GET /".to_owned(),
+                method: "GET",
+                route: Some("/"),
+                route_cache: None,
+                path: "/",
+            };
+            let cx = start(&span, attributes, &HeaderMap::new()).expect("a direct request span");
+            let id = cx.span().span_context().span_id();
+            let none = current_span_id();
+            assert_ne!(id, none);
+
+            // The layer's enter inside another enter.
+            let outer = span.enter();
+            assert_eq!(current_span_id(), id);
+            {
+                let _inner = enter(&span, Some(&cx));
+                assert_eq!(current_span_id(), id);
+            }
+            assert_eq!(current_span_id(), id, "the outer enter's context stays");
+            drop(outer);
+            assert_eq!(current_span_id(), none);
+
+            // Another enter inside the layer's.
+            {
+                let _outer = enter(&span, Some(&cx));
+                span.in_scope(|| assert_eq!(current_span_id(), id));
+                assert_eq!(current_span_id(), id, "the layer's context stays");
+            }
+            assert_eq!(current_span_id(), none);
+        });
+    }
 
     /// Which subscribers `init` builds start request spans directly.
     #[test]
