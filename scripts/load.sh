@@ -24,6 +24,16 @@
 # PIN=1 pins the apps to CPU 0 and wrk and rotel to CPU 1 (taskset), so the
 # load generator does not compete with the app for a core.
 #
+# BASE=<commit> also builds the example at that commit and loads its
+# `metrics` and `full` in the same rounds ("metrics@base", "full@base"),
+# then prints the working tree against it: did a change make the service
+# faster under load? Throughput drifts by 10-15 % between runs of one build
+# on a shared machine; only builds loaded in the same rounds show a few
+# percent, and an unchanged path still shows the noise. For small changes,
+# count instructions instead (scripts/app-instructions.sh).
+#
+#   BASE=HEAD~3 ROUNDS=40 bash scripts/load.sh
+#
 # Needs wrk (installed with apt-get when missing) and rotel
 # (scripts/install-test-tools.sh). Every process it starts is stopped by
 # PID; everything listens on 127.0.0.1.
@@ -40,12 +50,31 @@ if ! command -v wrk >/dev/null; then
 fi
 bash scripts/install-test-tools.sh >/dev/null
 ROTEL="${ROTEL_AGENT:-$(ls .venv/lib/python*/site-packages/rotel/rotel-agent | head -n1)}"
+base_dir=$(mktemp -d)
+cleanup() {
+  git worktree remove --force "$base_dir/tree" 2>/dev/null || true
+  rm -rf "$base_dir"
+}
+trap cleanup EXIT
+BASE_APP=""
+if [ -n "${BASE:-}" ]; then
+  base=$(git rev-parse --verify "$BASE^{commit}")
+  # Built in a worktree sharing target/ (only the changed crates rebuild);
+  # the binary is copied out before the working tree's build replaces it.
+  repo=$PWD
+  git worktree add -q --detach "$base_dir/tree" "$base"
+  (cd "$base_dir/tree" && CARGO_TARGET_DIR="$repo/target" cargo build --release --example marketplace -q)
+  BASE_APP="$base_dir/marketplace"
+  cp target/release/examples/marketplace "$BASE_APP"
+fi
 cargo build --release --example marketplace -q
 
-ROTEL="$ROTEL" APP=target/release/examples/marketplace exec python3 - <<'PY'
+# Not `exec`: the base build is removed when Python is done.
+ROTEL="$ROTEL" APP=target/release/examples/marketplace BASE_APP="$BASE_APP" python3 - <<'PY'
 import os, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
 
 app, rotel = os.environ["APP"], os.environ["ROTEL"]
+base_app = os.environ.get("BASE_APP", "")
 rounds = int(os.environ.get("ROUNDS", "20"))
 slice_ = os.environ.get("SLICE", "2s")
 if not re.fullmatch(r"[1-9][0-9]*s", slice_):
@@ -113,21 +142,25 @@ try:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     wait_port(grpc)
     off_env = {"OTEL_SDK_DISABLED": "true"}
+    full_env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{grpc}",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+                "OTEL_TRACES_SAMPLER_ARG": "0.1"}
     configs = {
-        "off": ("off", off_env),
-        "metrics": ("metrics", off_env),
-        "full": ("full", {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{grpc}",
-                          "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
-                          "OTEL_TRACES_SAMPLER_ARG": "0.1"}),
-        "storm": ("metrics", off_env),
-        "scrape-only": ("metrics", off_env),
+        "off": (app, "off", off_env),
+        "metrics": (app, "metrics", off_env),
+        "full": (app, "full", full_env),
+        "storm": (app, "metrics", off_env),
+        "scrape-only": (app, "metrics", off_env),
     }
+    if base_app:
+        configs["metrics@base"] = (base_app, "metrics", off_env)
+        configs["full@base"] = (base_app, "full", full_env)
     ports, pids = {}, {}
-    for name, (layer, env) in configs.items():
+    for name, (binary, layer, env) in configs.items():
         ports[name] = free_port()
         log = open(os.path.join(work, f"{name}.log"), "w")  # the access log file
         proc = subprocess.Popen(
-            app_cpu + [app, "--listen", f"127.0.0.1:{ports[name]}", "--http-layer", layer],
+            app_cpu + [binary, "--listen", f"127.0.0.1:{ports[name]}", "--http-layer", layer],
             env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
         procs.append(proc)
         pids[name] = proc.pid
@@ -136,7 +169,7 @@ try:
         if name != "scrape-only":
             wrk(ports[name], "2s")  # warm-up
 
-    names = ["off", "metrics", "full", "storm"]
+    names = ["off", "metrics", "full", "storm"] + (["metrics@base", "full@base"] if base_app else [])
     results = {name: [] for name in names}
     cpu = {name: 0.0 for name in names}
     requests = {name: 0 for name in names}
@@ -209,4 +242,9 @@ print(f"scrape storm: {statistics.median(scrapes):.0f} scrapes/s of /metrics dur
 print(f"scrapes took {scrape_share:.0%} of the app's CPU during the storm; request throughput "
       f"was {summary(storm_vs_metrics)} of the metrics-only run's "
       f"(expected from the scrapes' CPU alone: {1 - scrape_share:.2f})")
+if base_app:
+    print()
+    for layer in ("metrics", "full"):
+        ratios = [h[0] / b[0] for h, b in zip(results[layer], results[f"{layer}@base"])]
+        print(f"{layer}: working tree vs base {summary(ratios)} (throughput, within each round)")
 PY
