@@ -37,6 +37,11 @@ pub(crate) mod vars {
     pub(crate) const MULTIWEB_TRACES_KEEP_ERRORS: &str = "MULTIWEB_TRACES_KEEP_ERRORS";
     pub(crate) const OTEL_EXPORTER_OTLP_HEADERS: &str = "OTEL_EXPORTER_OTLP_HEADERS";
     pub(crate) const OTEL_EXPORTER_OTLP_TRACES_HEADERS: &str = "OTEL_EXPORTER_OTLP_TRACES_HEADERS";
+    pub(crate) const OTEL_EXPORTER_OTLP_TIMEOUT: &str = "OTEL_EXPORTER_OTLP_TIMEOUT";
+    pub(crate) const OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: &str = "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT";
+    pub(crate) const OTEL_EXPORTER_OTLP_COMPRESSION: &str = "OTEL_EXPORTER_OTLP_COMPRESSION";
+    pub(crate) const OTEL_EXPORTER_OTLP_TRACES_COMPRESSION: &str =
+        "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION";
 }
 
 /// The OTLP transport.
@@ -101,6 +106,9 @@ pub enum LogFormat {
 /// | [`metrics_token`](Self::metrics_token) | `MULTIWEB_METRICS_TOKEN` | no token |
 /// | [`otlp_endpoint`](Self::otlp_endpoint) | `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `OTEL_EXPORTER_OTLP_ENDPOINT` | none: spans are not exported |
 /// | [`otlp_protocol`](Self::otlp_protocol) | `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, `OTEL_EXPORTER_OTLP_PROTOCOL` (`grpc` or `http/protobuf`) | `http/protobuf` |
+/// | none | `OTEL_EXPORTER_OTLP_TRACES_HEADERS`, `OTEL_EXPORTER_OTLP_HEADERS` (`key=value` pairs; both apply, the first wins per key) | none |
+/// | none | `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, `OTEL_EXPORTER_OTLP_TIMEOUT` (milliseconds per export request) | `10000` |
+/// | none | `OTEL_EXPORTER_OTLP_TRACES_COMPRESSION`, `OTEL_EXPORTER_OTLP_COMPRESSION` (only `none`: this build does not compress) | `none` |
 /// | [`sampler`](Self::sampler) | `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG` | `parentbased_always_on` |
 /// | [`keep_error_traces`](Self::keep_error_traces) | `MULTIWEB_TRACES_KEEP_ERRORS` | `true` |
 /// | [`bridge_request_spans`](Self::bridge_request_spans) | none | `false` |
@@ -416,19 +424,32 @@ impl TelemetryBuilder {
         })
     }
 
-    fn resolve_traces(&self, env: &Env<'_>, disabled: bool) -> Result<TraceConfig, Error> {
-        let endpoint = |name| env.parse(name, parse_endpoint);
-        let endpoint_set = if let Some(url) = &self.otlp_endpoint {
+    /// Where the exporter sends to, and whether that is a base URL (to which
+    /// HTTP appends `/v1/traces`) rather than the full URL.
+    fn resolve_otlp_endpoint(&self, env: &Env<'_>) -> Result<Option<(String, bool)>, Error> {
+        let endpoint = |name| {
+            env.parse(name, |raw| {
+                parse_endpoint(raw)?;
+                Ok(raw.trim().to_owned())
+            })
+        };
+        Ok(if let Some(url) = &self.otlp_endpoint {
             parse_endpoint(url).map_err(|(reason, _)| Error::InvalidSetting {
                 setting: format!("otlp_endpoint({url:?})"),
                 reason,
             })?;
-            true
+            Some((url.trim().to_owned(), true))
         } else {
             let traces = endpoint(vars::OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)?;
             let general = endpoint(vars::OTEL_EXPORTER_OTLP_ENDPOINT)?;
-            traces.is_some() || general.is_some()
-        };
+            traces
+                .map(|url| (url, false))
+                .or(general.map(|url| (url, true)))
+        })
+    }
+
+    fn resolve_traces(&self, env: &Env<'_>, disabled: bool) -> Result<TraceConfig, Error> {
+        let endpoint = self.resolve_otlp_endpoint(env)?;
         let protocol = if let Some(protocol) = self.otlp_protocol {
             protocol
         } else {
@@ -499,7 +520,9 @@ impl TelemetryBuilder {
                 })?
                 .unwrap_or(true),
         };
-        check_otlp_headers(env)?;
+        let headers = otlp_headers(env)?;
+        let timeout = otlp_timeout(env)?;
+        check_compression(env)?;
         let queue_size = self.span_queue_size.unwrap_or(2048);
         if queue_size == 0 {
             return Err(Error::InvalidSetting {
@@ -507,10 +530,21 @@ impl TelemetryBuilder {
                 reason: "the queue must hold at least one span",
             });
         }
+        let export = endpoint
+            .filter(|_| !disabled)
+            .map(|(url, is_base)| OtlpExport {
+                endpoint: match protocol {
+                    OtlpProtocol::HttpProtobuf if is_base => {
+                        format!("{}/v1/traces", url.trim_end_matches('/'))
+                    }
+                    _ => url,
+                },
+                protocol,
+                headers,
+                timeout,
+            });
         Ok(TraceConfig {
-            export: endpoint_set && !disabled,
-            endpoint: self.otlp_endpoint.clone(),
-            protocol,
+            export,
             sampler,
             keep_errors,
             queue_size,
@@ -607,14 +641,23 @@ impl Env<'_> {
 /// Trace settings, resolved.
 #[derive(Debug, Clone)]
 pub(crate) struct TraceConfig {
-    /// Whether spans are exported at all.
-    pub(crate) export: bool,
-    /// The endpoint set in code; otherwise the exporter reads the standard variables.
-    pub(crate) endpoint: Option<String>,
-    pub(crate) protocol: OtlpProtocol,
+    /// Where spans are exported, if they are.
+    pub(crate) export: Option<OtlpExport>,
     pub(crate) sampler: TraceSampler,
     pub(crate) keep_errors: bool,
     pub(crate) queue_size: usize,
+}
+
+/// Where and how spans are exported, resolved.
+#[derive(Debug, Clone)]
+pub(crate) struct OtlpExport {
+    pub(crate) protocol: OtlpProtocol,
+    /// For HTTP the full URL (`.../v1/traces`), for gRPC the collector's.
+    pub(crate) endpoint: String,
+    /// `OTEL_EXPORTER_OTLP_TRACES_HEADERS` over `OTEL_EXPORTER_OTLP_HEADERS`.
+    pub(crate) headers: http::HeaderMap,
+    /// Longest one export request may take.
+    pub(crate) timeout: std::time::Duration,
 }
 
 /// Every setting, resolved.
@@ -675,42 +718,102 @@ fn checked_buckets(setting: &str, bounds: &[f64]) -> Result<Vec<f64>, Error> {
     Ok(bounds.to_vec())
 }
 
-/// Checks that an OTLP endpoint is an `http` or `https` URL with a host.
+/// Checks that an OTLP endpoint is an `http` URL with a host. `https` is
+/// refused here rather than failing every export later: this build has no
+/// TLS.
 fn parse_endpoint(raw: &str) -> Result<(), Rejection> {
-    const EXPECTED: &str = "an http:// or https:// URL such as `http://tempo:4317`";
+    const EXPECTED: &str =
+        "an http:// URL such as `http://tempo:4317` (this build has no TLS for https://)";
     match raw.trim().parse::<http::Uri>() {
-        Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() => {
-            Ok(())
-        }
+        Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() => Ok(()),
         Ok(_) => Err((EXPECTED, None)),
         Err(err) => Err((EXPECTED, Some(Box::new(err)))),
     }
 }
 
-/// The exporter reads the OTLP header variables itself and skips malformed
-/// entries silently; check them here so a typo is an error naming the
-/// variable (with the value redacted: headers carry credentials).
-fn check_otlp_headers(env: &Env<'_>) -> Result<(), Error> {
+/// The OTLP export headers: the traces variable's, then the general one's
+/// for keys it does not set. A malformed entry is an error naming the
+/// variable, with the value redacted: headers carry credentials.
+fn otlp_headers(env: &Env<'_>) -> Result<http::HeaderMap, Error> {
+    let mut headers = http::HeaderMap::new();
     for name in [
-        vars::OTEL_EXPORTER_OTLP_HEADERS,
         vars::OTEL_EXPORTER_OTLP_TRACES_HEADERS,
+        vars::OTEL_EXPORTER_OTLP_HEADERS,
     ] {
-        env.parse(name, parse_resource_attributes)
-            .map_err(|err| match err {
-                // Header values are credentials: never print them.
-                Error::InvalidEnv {
-                    name,
-                    expected,
-                    source,
-                    ..
-                } => Error::InvalidEnv {
-                    name,
-                    value: "<redacted>".to_owned(),
-                    expected,
-                    source,
-                },
-                other => other,
-            })?;
+        let parse = |raw: &str| {
+            const EXPECTED: &str = "comma-separated `key=value` pairs with non-empty keys, \
+                                    valid as HTTP header names and values";
+            parse_resource_attributes(raw)
+                .map_err(|_| (EXPECTED, None))?
+                .into_iter()
+                .map(|(key, value)| {
+                    match (
+                        http::HeaderName::from_bytes(key.as_bytes()),
+                        http::HeaderValue::from_str(&value),
+                    ) {
+                        (Ok(key), Ok(value)) => Ok((key, value)),
+                        _ => Err((EXPECTED, None)),
+                    }
+                })
+                .collect::<Result<Vec<_>, Rejection>>()
+        };
+        let pairs = env.parse(name, parse).map_err(|err| match err {
+            // Header values are credentials: never print them.
+            Error::InvalidEnv {
+                name,
+                expected,
+                source,
+                ..
+            } => Error::InvalidEnv {
+                name,
+                value: "<redacted>".to_owned(),
+                expected,
+                source,
+            },
+            other => other,
+        })?;
+        for (key, value) in pairs.into_iter().flatten() {
+            if let http::header::Entry::Vacant(entry) = headers.entry(key) {
+                let mut value = value;
+                value.set_sensitive(true);
+                entry.insert(value);
+            }
+        }
+    }
+    Ok(headers)
+}
+
+/// The export request timeout: `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, else
+/// `OTEL_EXPORTER_OTLP_TIMEOUT`, in milliseconds; 10 s by default.
+fn otlp_timeout(env: &Env<'_>) -> Result<std::time::Duration, Error> {
+    let parse = |raw: &str| match raw.trim().parse::<u64>() {
+        Ok(ms) if ms > 0 => Ok(std::time::Duration::from_millis(ms)),
+        _ => Err((
+            "a whole number of milliseconds above 0, such as `10000`",
+            None,
+        )),
+    };
+    let traces = env.parse(vars::OTEL_EXPORTER_OTLP_TRACES_TIMEOUT, parse)?;
+    let general = env.parse(vars::OTEL_EXPORTER_OTLP_TIMEOUT, parse)?;
+    Ok(traces
+        .or(general)
+        .unwrap_or(std::time::Duration::from_secs(10)))
+}
+
+/// This build does not compress export requests: `none` is the only value
+/// accepted, so that asking for `gzip` is not silently ignored.
+fn check_compression(env: &Env<'_>) -> Result<(), Error> {
+    for name in [
+        vars::OTEL_EXPORTER_OTLP_TRACES_COMPRESSION,
+        vars::OTEL_EXPORTER_OTLP_COMPRESSION,
+    ] {
+        env.parse(name, |raw| match raw.trim() {
+            "none" => Ok(()),
+            _ => Err((
+                "`none` (this build does not compress export requests)",
+                None,
+            )),
+        })?;
     }
     Ok(())
 }
@@ -931,9 +1034,15 @@ mod tests {
     #[test]
     fn trace_settings_follow_the_standard_variables() {
         let config = resolve(&TelemetryBuilder::default(), &[]).unwrap();
-        assert!(!config.traces.export, "no endpoint, no export");
+        assert!(config.traces.export.is_none(), "no endpoint, no export");
         assert_eq!(config.traces.sampler, TraceSampler::ParentBasedAlwaysOn);
-        assert_eq!(config.traces.protocol, OtlpProtocol::HttpProtobuf);
+        let config_http = resolve(
+            &TelemetryBuilder::default(),
+            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://tempo:4318")],
+        )
+        .unwrap();
+        let export = config_http.traces.export.expect("export on");
+        assert_eq!(export.protocol, OtlpProtocol::HttpProtobuf, "the default");
         assert!(config.traces.keep_errors);
 
         let config = resolve(
@@ -945,8 +1054,11 @@ mod tests {
             ],
         )
         .unwrap();
-        assert!(config.traces.export);
-        assert_eq!(config.traces.protocol, OtlpProtocol::Grpc);
+        let export = config.traces.export.as_ref().expect("export on");
+        assert_eq!(export.protocol, OtlpProtocol::Grpc);
+        assert_eq!(export.endpoint, "http://tempo:4317", "gRPC: as given");
+        assert_eq!(export.timeout, std::time::Duration::from_secs(10));
+        assert!(export.headers.is_empty());
         assert_eq!(
             config.traces.sampler,
             TraceSampler::ParentBasedTraceIdRatio(0.05)
@@ -966,7 +1078,10 @@ mod tests {
             ],
         )
         .unwrap();
-        assert!(!config.traces.export, "OTEL_SDK_DISABLED turns export off");
+        assert!(
+            config.traces.export.is_none(),
+            "OTEL_SDK_DISABLED turns export off"
+        );
         assert_eq!(config.traces.sampler, TraceSampler::TraceIdRatio(0.1));
         assert!(!config.traces.keep_errors);
     }
@@ -982,6 +1097,7 @@ mod tests {
             ("MULTIWEB_TRACES_KEEP_ERRORS", "maybe"),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "tempo:4317"),
             ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://tempo:4318"),
         ] {
             let message = env_error(name, value);
             assert!(
@@ -1004,15 +1120,134 @@ mod tests {
                 message,
                 format!(
                     "invalid value \"<redacted>\" for environment variable {name}: \
-                     expected comma-separated `key=value` pairs with non-empty keys"
+                     expected comma-separated `key=value` pairs with non-empty keys, \
+                     valid as HTTP header names and values"
                 )
             );
+            // Not a header name: also an error, still redacted.
+            let message = env_error(name, "bad name=s3cret");
+            assert!(
+                message.starts_with("invalid value \"<redacted>\""),
+                "{message}"
+            );
         }
-        let ok = resolve(
+        let config = resolve(
             &TelemetryBuilder::default(),
-            &[("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=abc,tenant=t1")],
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://tempo:4318"),
+                ("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=abc,tenant=t1"),
+                (
+                    "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+                    "tenant=t2,x-scope=a%20b",
+                ),
+            ],
+        )
+        .unwrap();
+        let headers = &config.traces.export.expect("export on").headers;
+        let pairs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [("tenant", "t2"), ("x-scope", "a b"), ("x-api-key", "abc")],
+            "the traces variable wins per key"
         );
-        assert!(ok.is_ok());
+        assert!(headers.values().all(http::HeaderValue::is_sensitive));
+    }
+
+    #[test]
+    fn otlp_endpoints_resolve_as_the_specification_says() {
+        let endpoint = |builder: &TelemetryBuilder, vars: &[(&str, &str)]| {
+            resolve(builder, vars)
+                .unwrap()
+                .traces
+                .export
+                .expect("export on")
+                .endpoint
+        };
+        let default = TelemetryBuilder::default();
+        // HTTP: the general variable is a base URL, the traces one is used as is.
+        assert_eq!(
+            endpoint(
+                &default,
+                &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://tempo:4318/")]
+            ),
+            "http://tempo:4318/v1/traces"
+        );
+        assert_eq!(
+            endpoint(
+                &default,
+                &[
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://other:4318"),
+                    (
+                        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                        "http://tempo:4318/custom"
+                    ),
+                ]
+            ),
+            "http://tempo:4318/custom"
+        );
+        let in_code = TelemetryBuilder::default().otlp_endpoint("http://tempo:4318");
+        assert_eq!(endpoint(&in_code, &[]), "http://tempo:4318/v1/traces");
+        let grpc = in_code.otlp_protocol(OtlpProtocol::Grpc);
+        assert_eq!(endpoint(&grpc, &[]), "http://tempo:4318");
+    }
+
+    #[test]
+    fn otlp_timeout_and_compression_are_read_not_ignored() {
+        let with = |vars: &[(&str, &str)]| {
+            let mut all = vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "http://tempo:4318")];
+            all.extend_from_slice(vars);
+            resolve(&TelemetryBuilder::default(), &all)
+                .unwrap()
+                .traces
+                .export
+                .expect("export on")
+        };
+        assert_eq!(
+            with(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "2500")]).timeout,
+            std::time::Duration::from_millis(2500)
+        );
+        assert_eq!(
+            with(&[
+                ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
+                ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "700"),
+            ])
+            .timeout,
+            std::time::Duration::from_millis(700)
+        );
+        with(&[("OTEL_EXPORTER_OTLP_COMPRESSION", "none")]);
+        for (name, value, expected) in [
+            (
+                "OTEL_EXPORTER_OTLP_TIMEOUT",
+                "10s",
+                "a whole number of milliseconds",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+                "0",
+                "a whole number of milliseconds",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_COMPRESSION",
+                "gzip",
+                "`none` (this build",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+                "zstd",
+                "`none` (this build",
+            ),
+        ] {
+            let message = env_error(name, value);
+            assert!(
+                message.starts_with(&format!(
+                    "invalid value {value:?} for environment variable {name}: expected {expected}"
+                )),
+                "{message}"
+            );
+        }
     }
 
     #[test]

@@ -16,6 +16,11 @@ const REJECTED: &[(&str, &str)] = &[
     ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
     ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "carrier-pigeon"),
     ("OTEL_EXPORTER_OTLP_HEADERS", "just-a-token"),
+    ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "bad name=value"),
+    ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s"),
+    ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "-1"),
+    ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+    ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "brotli"),
     ("OTEL_TRACES_SAMPLER", "half"),
     ("OTEL_TRACES_SAMPLER_ARG", "-0.5"),
 ];

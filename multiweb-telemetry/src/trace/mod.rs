@@ -19,19 +19,27 @@
 //! (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `OTEL_EXPORTER_OTLP_ENDPOINT` or
 //! [`TelemetryBuilder::otlp_endpoint`](crate::TelemetryBuilder::otlp_endpoint))
 //! and `OTEL_SDK_DISABLED` is not `true`, over gRPC or HTTP/protobuf
-//! (`OTEL_EXPORTER_OTLP_PROTOCOL`). The resource carries `service.name`,
-//! `service.version` and `OTEL_RESOURCE_ATTRIBUTES`.
+//! (`OTEL_EXPORTER_OTLP_PROTOCOL`), with the headers of
+//! `OTEL_EXPORTER_OTLP_HEADERS`. The resource carries `service.name`,
+//! `service.version` and `OTEL_RESOURCE_ATTRIBUTES`. The exporter is this
+//! crate's own: it writes each batch's protobuf straight from the finished
+//! spans, without the intermediate copies `opentelemetry-otlp` makes (the
+//! bytes are the same; a test decodes them and compares them with
+//! `opentelemetry-proto`'s conversion). Requests are not compressed
+//! (`OTEL_EXPORTER_OTLP_COMPRESSION` accepts only `none`) and the endpoint
+//! must be plain `http://`: this build has no TLS.
 //!
 //! Finished spans wait in a bounded queue (2048 by default) and are sent in
 //! batches by a thread of their own, with its own runtime: exporting never
 //! runs on, or waits for, the application's runtime. When the collector is
 //! down, slow or refuses connections, export requests fail or time out after
-//! 10 s, the spans of that batch are dropped, and new spans that do not fit
-//! the queue are dropped at once: the application never waits.
-//! Dropped spans are counted in `multiweb_telemetry_spans_dropped_total`, and
-//! failures are logged at most once a minute. Nothing is retried, so a span
-//! is never sent twice; when the collector is back, the next batch goes
-//! through.
+//! `OTEL_EXPORTER_OTLP_TIMEOUT` (10 s by default), the spans of that batch
+//! are dropped, and new spans that do not fit the queue are dropped at once:
+//! the application never waits. Dropped spans (and spans the collector
+//! rejects in a partial success) are counted in
+//! `multiweb_telemetry_spans_dropped_total`, and failures are logged at most
+//! once a minute. Nothing is retried, so a span is never sent twice; when
+//! the collector is back, the next batch goes through.
 //!
 //! Dropping the [`TelemetryGuard`](crate::TelemetryGuard) exports every
 //! finished span still queued, waiting at most 5 s.
@@ -61,6 +69,7 @@
 //! [`inject_context`] writes the current span's `traceparent` into a
 //! request's headers.
 
+mod otlp;
 mod processor;
 pub(crate) mod request;
 mod sampler;
@@ -71,7 +80,6 @@ use http::HeaderMap;
 use opentelemetry::KeyValue;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
@@ -80,7 +88,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 pub use processor::{MAX_PENDING_SPANS, SPANS_DROPPED, SPANS_EXPORTED};
 
 use crate::Error;
-use crate::config::{Config, OtlpProtocol};
+use crate::config::Config;
 
 /// How long dropping the guard waits for queued spans to be exported.
 pub(crate) const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -113,46 +121,18 @@ pub(crate) fn install(config: &Config) -> Result<Installed, Error> {
             settings.keep_errors,
         ))
         .with_resource(resource.build());
-    if settings.export {
-        let endpoint = settings.endpoint.clone();
-        let protocol = settings.protocol;
-        let processor = processor::ExportProcessor::start(settings.queue_size, move || {
-            build_exporter(protocol, endpoint)
-        })?;
+    if let Some(export) = &settings.export {
+        let export = export.clone();
+        let processor =
+            processor::ExportProcessor::start(settings.queue_size, export.timeout, move || {
+                otlp::OtlpExporter::new(&export)
+            })?;
         builder = builder.with_span_processor(processor);
     }
     let provider = builder.build();
     let tracer = provider.tracer("multiweb-telemetry");
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     Ok(Installed { provider, tracer })
-}
-
-fn build_exporter(
-    protocol: OtlpProtocol,
-    endpoint: Option<String>,
-) -> Result<opentelemetry_otlp::SpanExporter, Error> {
-    let built = match protocol {
-        OtlpProtocol::Grpc => {
-            let mut builder = opentelemetry_otlp::SpanExporter::builder().with_tonic();
-            if let Some(endpoint) = endpoint {
-                builder = builder.with_endpoint(endpoint);
-            }
-            builder.build()
-        }
-        OtlpProtocol::HttpProtobuf => {
-            let mut builder = opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
-            if let Some(endpoint) = endpoint {
-                let base = endpoint.trim_end_matches('/');
-                builder = builder.with_endpoint(format!("{base}/v1/traces"));
-            }
-            builder.build()
-        }
-    };
-    built.map_err(|source| Error::Exporter {
-        source: Box::new(source),
-    })
 }
 
 /// Reads `traceparent`/`tracestate` from request headers.

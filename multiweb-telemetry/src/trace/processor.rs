@@ -14,9 +14,10 @@ use opentelemetry::Context;
 use opentelemetry::trace::{SpanContext, SpanId, Status, TraceId};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
-use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
+use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
 use rustc_hash::FxHashMap;
 
+use super::otlp::OtlpExporter;
 use crate::Error;
 
 /// Name of the counter of spans dropped before reaching the collector.
@@ -31,8 +32,6 @@ pub const MAX_PENDING_SPANS: usize = 4096;
 const MAX_BATCH: usize = 512;
 /// Longest a finished span waits before its batch is sent.
 const BATCH_DELAY: Duration = Duration::from_millis(500);
-/// Longest one export request may take.
-const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Export failures are logged at most this often.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
@@ -133,6 +132,8 @@ impl Queue {
 /// until their local root ends, then queues them if the trace had an error.
 pub(crate) struct ExportProcessor {
     queue: Arc<Queue>,
+    /// Longest one export request may take (and so a flush).
+    timeout: Duration,
     pending: Mutex<Pending>,
     dropped: Counter,
 }
@@ -146,10 +147,13 @@ impl std::fmt::Debug for ExportProcessor {
 impl ExportProcessor {
     /// Starts the exporter thread. `make_exporter` runs on that thread,
     /// inside its runtime (tonic needs one to build its channel).
-    pub(crate) fn start<E, F>(queue_size: usize, make_exporter: F) -> Result<Self, Error>
+    pub(crate) fn start<F>(
+        queue_size: usize,
+        timeout: Duration,
+        make_exporter: F,
+    ) -> Result<Self, Error>
     where
-        E: SpanExporter + 'static,
-        F: FnOnce() -> Result<E, Error> + Send + 'static,
+        F: FnOnce() -> Result<OtlpExporter, Error> + Send + 'static,
     {
         metrics::describe_counter!(
             SPANS_DROPPED,
@@ -196,6 +200,7 @@ impl ExportProcessor {
                         Worker {
                             runtime,
                             exporter,
+                            timeout,
                             queue: worker_queue,
                             dropped: worker_dropped,
                             exported: accepted,
@@ -224,6 +229,7 @@ impl ExportProcessor {
         }
         Ok(Self {
             queue,
+            timeout,
             pending: Mutex::new(Pending::default()),
             dropped,
         })
@@ -307,7 +313,7 @@ impl SpanProcessor for ExportProcessor {
     }
 
     fn force_flush(&self) -> OTelSdkResult {
-        self.ask(Control::Flush, EXPORT_TIMEOUT)
+        self.ask(Control::Flush, self.timeout)
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
@@ -320,16 +326,17 @@ impl SpanProcessor for ExportProcessor {
 }
 
 /// The exporter thread.
-struct Worker<E> {
+struct Worker {
     runtime: tokio::runtime::Runtime,
-    exporter: E,
+    exporter: OtlpExporter,
+    timeout: Duration,
     queue: Arc<Queue>,
     dropped: Counter,
     exported: Counter,
     last_warning: Option<Instant>,
 }
 
-impl<E: SpanExporter> Worker<E> {
+impl Worker {
     fn run(mut self) {
         loop {
             let (mut spans, control) = {
@@ -368,7 +375,6 @@ impl<E: SpanExporter> Worker<E> {
                         let _ = done.send(());
                     }
                     Control::Shutdown(done) => {
-                        let _ = self.exporter.shutdown();
                         let _ = done.send(());
                         return;
                     }
@@ -381,21 +387,28 @@ impl<E: SpanExporter> Worker<E> {
         if batch.is_empty() {
             return;
         }
-        let spans = std::mem::replace(batch, Vec::with_capacity(MAX_BATCH));
-        let count = spans.len() as u64;
-        let exporter = &self.exporter;
+        let count = batch.len() as u64;
+        let (exporter, timeout) = (&mut self.exporter, self.timeout);
         let result = self
             .runtime
-            .block_on(async { tokio::time::timeout(EXPORT_TIMEOUT, exporter.export(spans)).await });
-        let error = match result {
-            Ok(Ok(())) => {
+            .block_on(async { tokio::time::timeout(timeout, exporter.export(batch)).await });
+        batch.clear();
+        let (dropped, error) = match result {
+            Ok(Ok(0)) => {
                 self.exported.increment(count);
                 return;
             }
-            Ok(Err(err)) => err.to_string(),
-            Err(_) => format!("no answer within {EXPORT_TIMEOUT:?}"),
+            Ok(Ok(rejected)) => {
+                self.exported.increment(count - rejected);
+                (
+                    rejected,
+                    format!("the collector rejected {rejected} of {count} spans"),
+                )
+            }
+            Ok(Err(err)) => (count, err.to_string()),
+            Err(_) => (count, format!("no answer within {timeout:?}")),
         };
-        self.dropped.increment(count);
+        self.dropped.increment(dropped);
         let now = Instant::now();
         if self
             .last_warning
@@ -405,7 +418,7 @@ impl<E: SpanExporter> Worker<E> {
             tracing::warn!(
                 target: "multiweb_telemetry::trace",
                 error = %error,
-                dropped = count,
+                dropped,
                 "span export failed; dropping spans until the collector answers \
                  (counted in multiweb_telemetry_spans_dropped_total, logged at most once a minute)"
             );
