@@ -42,9 +42,9 @@ pub(crate) struct Shared {
 pub(crate) struct Instance {
     pub(crate) shared: Arc<Shared>,
     pub(crate) route: OnceLock<Arc<RouteSeries>>,
-    /// The first route it served as a span attribute value, shared rather
-    /// than copied by the requests of that route (see `trace::request`).
-    pub(crate) route_value: OnceLock<opentelemetry::StringValue>,
+    /// What the request spans of the first route it served share (see
+    /// `trace::request`).
+    pub(crate) route_cache: OnceLock<crate::trace::request::RouteCache>,
 }
 
 impl fmt::Debug for Settings {
@@ -179,7 +179,7 @@ impl<S> Layer<S> for TelemetryLayer {
             Arc::new(Instance {
                 shared: Arc::clone(&self.shared),
                 route: OnceLock::new(),
-                route_value: OnceLock::new(),
+                route_cache: OnceLock::new(),
             }),
         )
     }

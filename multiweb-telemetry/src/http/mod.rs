@@ -115,6 +115,8 @@ pub use layer::{DEFAULT_MAX_SERIES, TelemetryLayer};
 pub use series::{REQUEST_DURATION, REQUESTS_IN_FLIGHT, REQUESTS_TOTAL, SERIES_OVERFLOW_TOTAL};
 pub use service::TelemetryService;
 
+pub(crate) use labels::METHODS;
+
 use tracing::field::Value;
 use tracing_subscriber::registry::LookupSpan;
 
@@ -948,6 +950,48 @@ mod tests {
         // The request's attributes are fields of every line inside it.
         for line in [handler_line, &access[0]] {
             assert_eq!(line["http.request.method"], "GET", "{line}");
+            assert_eq!(line["http.route"], "/api/v1/products/", "{line}");
+            assert_eq!(line["url.path"], "/api/v1/products/", "{line}");
+        }
+    }
+
+    /// Later requests of a route share what its first one made (span name,
+    /// `http.route` value, log fields); another method has its own.
+    #[tokio::test]
+    async fn later_requests_of_a_route_share_its_name_and_fields() {
+        use opentelemetry::trace::SpanKind;
+
+        let (exported, logs, _default, app) = init_like(true);
+        send(&app, "GET", "/api/v1/products/", &[]).await;
+        send(&app, "GET", "/api/v1/products/?page=2", &[]).await;
+        send(&app, "POST", "/api/v1/products/", &[]).await;
+        let spans = exported.0.lock().unwrap().clone();
+        let servers: Vec<_> = spans
+            .iter()
+            .filter(|s| s.span_kind == SpanKind::Server)
+            .collect();
+        let names: Vec<_> = servers.iter().map(|s| s.name.to_string()).collect();
+        assert_eq!(
+            names,
+            [
+                "GET /api/v1/products/",
+                "GET /api/v1/products/",
+                "POST /api/v1/products/"
+            ]
+        );
+        for (server, method) in servers.iter().zip(["GET", "GET", "POST"]) {
+            for (key, value) in [
+                ("http.request.method", method),
+                ("http.route", "/api/v1/products/"),
+                ("url.path", "/api/v1/products/"),
+            ] {
+                assert_eq!(attribute(server, key).as_deref(), Some(value), "{key}");
+            }
+        }
+        let access = logs.access_lines();
+        assert_eq!(access.len(), 3);
+        for (line, method) in access.iter().zip(["GET", "GET", "POST"]) {
+            assert_eq!(line["http.request.method"], method, "{line}");
             assert_eq!(line["http.route"], "/api/v1/products/", "{line}");
             assert_eq!(line["url.path"], "/api/v1/products/", "{line}");
         }

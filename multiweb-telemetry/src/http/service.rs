@@ -13,7 +13,7 @@ use super::future::ResponseFuture;
 use super::labels::{METHODS, UNMATCHED_PATH, method_index};
 use super::layer::Instance;
 use super::request::{RequestState, SPAN_NAME, Series, TARGET, Trace};
-use crate::trace::request::RequestAttributes;
+use crate::trace::request::{RequestAttributes, span_name};
 
 /// The service made by [`TelemetryLayer`](super::TelemetryLayer).
 #[derive(Debug, Clone)]
@@ -121,13 +121,12 @@ fn request_span<B>(
             error = Empty,
         );
         let attributes = RequestAttributes {
-            name: span_name(method_label, route),
-            method: method_label,
+            method,
             route,
-            route_cache: Some(&instance.route_value),
+            route_cache: Some(&instance.route_cache),
             path,
         };
-        let cx = crate::trace::request::start(&span, attributes, request.headers());
+        let cx = crate::trace::request::start(&span, &attributes, request.headers());
         return (span, cx);
     }
     // Another subscriber: its `tracing-opentelemetry` bridge, if any, makes
@@ -148,15 +147,4 @@ fn request_span<B>(
     );
     crate::trace::start_trace(&span, request.headers());
     (span, None)
-}
-
-/// `METHOD route`, or `METHOD` without a route.
-fn span_name(method: &str, route: Option<&str>) -> String {
-    let mut name = String::with_capacity(method.len() + 1 + route.map_or(0, str::len));
-    name.push_str(method);
-    if let Some(route) = route {
-        name.push(' ');
-        name.push_str(route);
-    }
-    name
 }

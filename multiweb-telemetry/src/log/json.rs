@@ -256,16 +256,47 @@ impl SpanFields {
     }
 }
 
+/// String fields rendered once, for many spans: a request's method and
+/// route, the same for every request of a route (see `trace::request`).
+#[derive(Debug)]
+pub(crate) struct RenderedFields {
+    json: Vec<u8>,
+    /// Where each member and its value start and end in `json`.
+    keys: Vec<FieldKey>,
+}
+
+impl RenderedFields {
+    pub(crate) fn new(values: &[(&'static str, &str)]) -> Self {
+        let mut fields = SpanFields::default();
+        for &(key, value) in values {
+            let (member, at, end) = fields.append(key, |b| write_json_str(b, value));
+            fields.keys.push((key, member, at, end));
+        }
+        Self {
+            json: fields.json,
+            keys: fields.keys.as_slice().to_vec(),
+        }
+    }
+}
+
 /// Marks a span as a request span the HTTP layer started itself, with the
 /// OpenTelemetry context `cx`, and adds string fields to its log fields as
-/// if recorded on it: how the HTTP layer gives a request span the values it
-/// already has without a pass through every layer.
+/// if recorded on it: first those of `rendered`, then `values`. This is how
+/// the HTTP layer gives a request span the values it already has without a
+/// pass through every layer.
 pub(crate) fn add_request_fields(
     extensions: &mut ExtensionsMut<'_>,
     cx: opentelemetry::Context,
+    rendered: Option<&RenderedFields>,
     values: &[(&'static str, &str)],
 ) {
     if let Some(fields) = extensions.get_mut::<SpanFields>() {
+        if let Some(rendered) = rendered {
+            for &(key, _, at, end) in &rendered.keys {
+                let value = rendered.json.get(at..end).unwrap_or_default();
+                fields.set(key, |b| b.extend_from_slice(value));
+            }
+        }
         for &(key, value) in values {
             fields.set(key, |b| write_json_str(b, value));
         }
@@ -274,17 +305,25 @@ pub(crate) fn add_request_fields(
     }
     // A span with no fields yet (the request span when it starts): the
     // members are written back to back, with no search for earlier values.
+    let rendered_len = rendered.map_or(0, |r| r.json.len());
     let mut fields = SpanFields {
         json: Vec::with_capacity(
-            values
-                .iter()
-                .map(|(key, value)| key.len() + value.len() + 8)
-                .sum::<usize>()
+            rendered_len
+                + values
+                    .iter()
+                    .map(|(key, value)| key.len() + value.len() + 8)
+                    .sum::<usize>()
                 + 64,
         ),
         request: Some(cx),
         ..SpanFields::default()
     };
+    if let Some(rendered) = rendered {
+        fields.json.extend_from_slice(&rendered.json);
+        for &key in &rendered.keys {
+            fields.keys.push(key);
+        }
+    }
     for &(key, value) in values {
         let (member, at, end) = fields.append(key, |b| write_json_str(b, value));
         fields.keys.push((key, member, at, end));
@@ -1248,6 +1287,76 @@ mod tests {
         }
         let decoded: String = serde_json::from_str(&escaped).unwrap();
         assert_eq!(decoded, input);
+    }
+
+    #[test]
+    fn rendered_request_fields_are_the_fields_written_one_by_one() {
+        use tracing_subscriber::registry::LookupSpan;
+
+        let dispatch = tracing::Dispatch::new(tracing_subscriber::Registry::default());
+        let registry = dispatch
+            .downcast_ref::<tracing_subscriber::Registry>()
+            .unwrap();
+        let route = "/api/\"{id}\"/é";
+        let rendered =
+            RenderedFields::new(&[("http.request.method", "GET"), ("http.route", route)]);
+        let values = [
+            ("http.request.method", "GET"),
+            ("http.route", route),
+            ("url.path", "/api/\n1"),
+        ];
+        tracing::dispatcher::with_default(&dispatch, || {
+            let members = |span: &tracing::Span| {
+                let data = registry.span(&span.id().unwrap()).unwrap();
+                let extensions = data.extensions();
+                let fields = extensions.get::<SpanFields>().unwrap();
+                assert!(fields.request.is_some());
+                fields
+                    .members()
+                    .map(|(key, member)| (key, String::from_utf8(member.to_vec()).unwrap()))
+                    .collect::<Vec<_>>()
+            };
+            // A span with no fields yet (the usual case), and one with a
+            // field recorded before.
+            for recorded_before in [false, true] {
+                let one_by_one = tracing::info_span!("one_by_one");
+                let from_rendered = tracing::info_span!("from_rendered");
+                for span in [&one_by_one, &from_rendered] {
+                    let data = registry.span(&span.id().unwrap()).unwrap();
+                    let mut extensions = data.extensions_mut();
+                    if recorded_before {
+                        let mut fields = SpanFields::default();
+                        fields.set("user_id", |b| write_json_str(b, "7"));
+                        fields.set("http.route", |b| write_json_str(b, "stale"));
+                        extensions.insert(fields);
+                    }
+                    if span.metadata().unwrap().name() == "one_by_one" {
+                        add_request_fields(
+                            &mut extensions,
+                            opentelemetry::Context::new(),
+                            None,
+                            &values,
+                        );
+                    } else {
+                        let rest = values.get(2..).unwrap();
+                        add_request_fields(
+                            &mut extensions,
+                            opentelemetry::Context::new(),
+                            Some(&rendered),
+                            rest,
+                        );
+                    }
+                }
+                let expected = members(&one_by_one);
+                assert_eq!(members(&from_rendered), expected);
+                let route_member = format!("\"http.route\":\"{}\"", route.replace('"', "\\\""));
+                assert!(
+                    expected.iter().any(|(_, m)| *m == route_member),
+                    "{expected:?}"
+                );
+                assert_eq!(expected.len(), if recorded_before { 4 } else { 3 });
+            }
+        });
     }
 
     #[test]

@@ -26,7 +26,8 @@ pub(crate) use writer::{BufferedWriter, DroppedLines, WriterGuard};
 use std::io;
 
 pub(crate) use json::{
-    AccessFields, LineSink, add_request_fields, decimal, request_context, write_access_line,
+    AccessFields, LineSink, RenderedFields, add_request_fields, decimal, request_context,
+    write_access_line,
 };
 pub use json::{JsonLayer, MAX_VALUE_BYTES};
 use tracing_subscriber::Layer;

@@ -19,8 +19,10 @@
 //! subscriber has (its `otel.*` fields steer it). The differences a
 //! handler's code can see are listed in [`http`](crate::http#span).
 
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use http::HeaderMap;
@@ -34,7 +36,8 @@ use tracing_subscriber::Registry;
 use tracing_subscriber::layer::{Context as LayerContext, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::log::{AccessFields, LineSink};
+use crate::http::{METHODS, OTHER_METHOD};
+use crate::log::{AccessFields, LineSink, RenderedFields};
 
 /// The layer that lets the HTTP layer start request spans with the
 /// installed tracer, and copies fields recorded on a request's `tracing`
@@ -186,13 +189,86 @@ where
 
 /// The request's attributes, known when it arrives.
 pub(crate) struct RequestAttributes<'a> {
-    /// `METHOD route`, or `METHOD` without a route.
-    pub(crate) name: String,
-    pub(crate) method: &'static str,
+    /// The method's index in [`METHODS`].
+    pub(crate) method: usize,
     pub(crate) route: Option<&'a str>,
-    /// Where the service keeps its first route as an attribute value.
-    pub(crate) route_cache: Option<&'a OnceLock<StringValue>>,
+    /// Where the service keeps what the requests of its first route share.
+    pub(crate) route_cache: Option<&'a OnceLock<RouteCache>>,
     pub(crate) path: &'a str,
+}
+
+/// What the request spans of one route share, made once: the `http.route`
+/// attribute value, and per method the span name and the log fields of the
+/// method and route. A service ([`Instance`](crate::http)) keeps one, for
+/// the first route it serves (axum gives each route a service of its own).
+#[derive(Debug)]
+pub(crate) struct RouteCache {
+    route: StringValue,
+    methods: [OnceLock<MethodCache>; METHODS.len()],
+}
+
+#[derive(Debug)]
+struct MethodCache {
+    /// `METHOD route`; borrowed from a string kept for the process's
+    /// lifetime, unless [`MAX_KEPT_NAMES`] were kept already.
+    name: Cow<'static, str>,
+    fields: RenderedFields,
+}
+
+/// Most span names [`RouteCache`]s keep for the process's lifetime (one per
+/// route and method, so a few per service); past that, each request span
+/// allocates its name.
+const MAX_KEPT_NAMES: usize = 4096;
+static KEPT_NAMES: AtomicUsize = AtomicUsize::new(0);
+
+impl RouteCache {
+    fn new(route: &str) -> Self {
+        Self {
+            route: StringValue::from(Arc::<str>::from(route)),
+            methods: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
+    /// What the requests with `method` of this cache's route share, when
+    /// `route` is that route.
+    fn get<'a>(
+        cache: &'a OnceLock<Self>,
+        route: &str,
+        method: usize,
+    ) -> Option<(&'a StringValue, &'a MethodCache)> {
+        let this = cache.get_or_init(|| Self::new(route));
+        if this.route.as_str() != route {
+            return None;
+        }
+        let method_label = METHODS.get(method)?;
+        let shared = this.methods.get(method)?.get_or_init(|| {
+            let name = span_name(method_label, Some(route));
+            let name = if KEPT_NAMES.fetch_add(1, Ordering::Relaxed) < MAX_KEPT_NAMES {
+                Cow::Borrowed(&*Box::leak(name.into_boxed_str()))
+            } else {
+                Cow::Owned(name)
+            };
+            MethodCache {
+                name,
+                fields: RenderedFields::new(&[
+                    ("http.request.method", method_label),
+                    ("http.route", route),
+                ]),
+            }
+        });
+        Some((&this.route, shared))
+    }
+}
+
+/// `METHOD route`, or `METHOD` without a route.
+pub(crate) fn span_name(method: &str, route: Option<&str>) -> String {
+    let mut name = String::with_capacity(method.len() + 1 + route.map_or(0, str::len));
+    name.push_str(method);
+    if let Some(route) = route {
+        name.push(' ');
+        name.push_str(route);
+    }
+    name
 }
 
 /// Starts the SDK span of the request whose `tracing` span is `span`, a
@@ -202,21 +278,33 @@ pub(crate) struct RequestAttributes<'a> {
 /// its subscriber is not the one [`init`](crate::init) installs.
 pub(crate) fn start(
     span: &tracing::Span,
-    attributes: RequestAttributes<'_>,
+    attributes: &RequestAttributes<'_>,
     headers: &HeaderMap,
 ) -> Option<Context> {
     span.with_subscriber(|(id, dispatch)| {
         let layer = dispatch.downcast_ref::<RequestSpans>()?;
         let data = dispatch.downcast_ref::<Registry>()?.span(id)?;
         let parent = super::remote_parent(headers).unwrap_or_else(Context::current);
+        let method = METHODS
+            .get(attributes.method)
+            .copied()
+            .unwrap_or(OTHER_METHOD);
+        let shared = attributes
+            .route
+            .zip(attributes.route_cache)
+            .and_then(|(route, cache)| RouteCache::get(cache, route, attributes.method));
+        let name = match shared {
+            Some((_, shared)) => shared.name.clone(),
+            None => Cow::Owned(span_name(method, attributes.route)),
+        };
         let mut kvs = Vec::with_capacity(4);
         kvs.push(KeyValue::new(
             Key::from_static_str("http.request.method"),
-            Value::from(attributes.method),
+            Value::from(method),
         ));
         if let Some(route) = attributes.route {
-            let value = match attributes.route_cache {
-                Some(cache) => shared_route(cache, route),
+            let value = match shared {
+                Some((route, _)) => route.clone(),
                 None => StringValue::from(route.to_owned()),
             };
             kvs.push(KeyValue::new(
@@ -230,40 +318,37 @@ pub(crate) fn start(
         ));
         let otel_span = layer
             .tracer
-            .span_builder(attributes.name)
+            .span_builder(name)
             .with_kind(SpanKind::Server)
             .with_attributes(kvs)
             .start_with_context(&layer.tracer, &parent);
         let cx = parent.with_span(otel_span);
         // The context, and the same values as fields of the log lines
         // inside the request.
-        let mut fields = [("http.request.method", attributes.method); 3];
-        let mut count = 1;
-        if let Some(route) = attributes.route {
-            fields[count] = ("http.route", route);
+        let mut extensions = data.extensions_mut();
+        if let Some((_, shared)) = shared {
+            let values = [("url.path", attributes.path)];
+            crate::log::add_request_fields(
+                &mut extensions,
+                cx.clone(),
+                Some(&shared.fields),
+                &values,
+            );
+        } else {
+            let mut fields = [("http.request.method", method); 3];
+            let mut count = 1;
+            if let Some(route) = attributes.route {
+                fields[count] = ("http.route", route);
+                count += 1;
+            }
+            fields[count] = ("url.path", attributes.path);
             count += 1;
+            let values = fields.get(..count).unwrap_or_default();
+            crate::log::add_request_fields(&mut extensions, cx.clone(), None, values);
         }
-        fields[count] = ("url.path", attributes.path);
-        count += 1;
-        crate::log::add_request_fields(
-            &mut data.extensions_mut(),
-            cx.clone(),
-            fields.get(..count).unwrap_or_default(),
-        );
         Some(cx)
     })
     .flatten()
-}
-
-/// `route` as an attribute value: shared with the one in `cache` (the first
-/// route the service served) when it is that route, else a copy.
-fn shared_route(cache: &OnceLock<StringValue>, route: &str) -> StringValue {
-    let first = cache.get_or_init(|| StringValue::from(Arc::<str>::from(route)));
-    if first.as_str() == route {
-        first.clone()
-    } else {
-        StringValue::from(route.to_owned())
-    }
 }
 
 /// Writes the access log line of the request whose `tracing` span is `span`
@@ -373,7 +458,7 @@ mod tests {
     use opentelemetry::Context;
     use opentelemetry::trace::TraceContextExt;
 
-    use super::{RequestAttributes, enter, start};
+    use super::{METHODS, OnceLock, RequestAttributes, RouteCache, enter, start};
     use crate::{LogFormat, Telemetry};
 
     fn current_span_id() -> opentelemetry::trace::SpanId {
@@ -384,6 +469,27 @@ mod tests {
     /// way round), the request span's context is attached for exactly the
     /// enters, and detached in the reverse order.
     #[test]
+    fn a_route_cache_keeps_its_first_route_and_one_name_per_method() {
+        let cache = OnceLock::new();
+        let (route, get) = RouteCache::get(&cache, "/a/{id}", 0).unwrap();
+        assert_eq!(route.as_str(), "/a/{id}");
+        assert_eq!(get.name, "GET /a/{id}");
+        let (_, again) = RouteCache::get(&cache, "/a/{id}", 0).unwrap();
+        assert!(
+            std::ptr::eq(get.name.as_ref(), again.name.as_ref()),
+            "the name is made once"
+        );
+        let post = METHODS.iter().position(|m| *m == "POST").unwrap();
+        let (_, posts) = RouteCache::get(&cache, "/a/{id}", post).unwrap();
+        assert_eq!(posts.name, "POST /a/{id}");
+        assert!(
+            RouteCache::get(&cache, "/b", 0).is_none(),
+            "only the first route is kept"
+        );
+        assert!(RouteCache::get(&cache, "/a/{id}", METHODS.len()).is_none());
+    }
+
+    #[test]
     fn nested_enters_of_a_request_span_detach_in_order() {
         let (dispatch, _guard) = Telemetry::builder()
             .log_writer(std::io::sink())
@@ -392,13 +498,13 @@ mod tests {
         tracing::dispatcher::with_default(&dispatch, || {
             let span = tracing::info_span!(target: "multiweb_telemetry::http", "HTTP request");
             let attributes = RequestAttributes {
-                name: "GET /".to_owned(),
-                method: "GET",
+                method: 0,
                 route: Some("/"),
                 route_cache: None,
                 path: "/",
             };
-            let cx = start(&span, attributes, &HeaderMap::new()).expect("a direct request span");
+            assert_eq!(crate::http::METHODS[0], "GET");
+            let cx = start(&span, &attributes, &HeaderMap::new()).expect("a direct request span");
             let id = cx.span().span_context().span_id();
             let none = current_span_id();
             assert_ne!(id, none);
