@@ -708,13 +708,28 @@ impl<W> JsonLayer<W> {
 
 /// Appends `trace_id` and `span_id`, unless they are invalid (zero).
 fn write_ids(line: &mut Vec<u8>, trace_id: TraceId, span_id: SpanId) {
-    if trace_id != TraceId::INVALID && span_id != SpanId::INVALID {
-        line.extend_from_slice(b",\"trace_id\":\"");
-        write_hex(line, &trace_id.to_bytes());
-        line.extend_from_slice(b"\",\"span_id\":\"");
-        write_hex(line, &span_id.to_bytes());
-        line.push(b'"');
+    const TRACE: &[u8; 13] = b",\"trace_id\":\"";
+    const SPAN: &[u8; 13] = b"\",\"span_id\":\"";
+    if trace_id == TraceId::INVALID || span_id == SpanId::INVALID {
+        return;
     }
+    // The members in one buffer of fixed size, then one copy.
+    let trace = u128::from_be_bytes(trace_id.to_bytes());
+    let span = u64::from_be_bytes(span_id.to_bytes());
+    let mut out = [b'"'; 75];
+    out[..13].copy_from_slice(TRACE);
+    for (i, shift) in [96, 64, 32, 0].into_iter().enumerate() {
+        #[allow(clippy::cast_possible_truncation, reason = "one 32-bit word of the id")]
+        let word = (trace >> shift) as u32;
+        out[13 + 8 * i..21 + 8 * i].copy_from_slice(&hex8(word));
+    }
+    out[45..58].copy_from_slice(SPAN);
+    #[allow(clippy::cast_possible_truncation, reason = "the id's two 32-bit words")]
+    {
+        out[58..66].copy_from_slice(&hex8((span >> 32) as u32));
+        out[66..74].copy_from_slice(&hex8(span as u32));
+    }
+    line.extend_from_slice(&out);
 }
 
 fn level_str(level: Level) -> &'static str {
@@ -724,18 +739,6 @@ fn level_str(level: Level) -> &'static str {
         Level::INFO => "info",
         Level::DEBUG => "debug",
         Level::TRACE => "trace",
-    }
-}
-
-/// Appends lowercase hex digits, as OpenTelemetry ids are written.
-fn write_hex<const N: usize>(buf: &mut Vec<u8>, bytes: &[u8; N]) {
-    for chunk in bytes.chunks(4) {
-        let mut word = [0_u8; 4];
-        for (slot, &byte) in word.iter_mut().zip(chunk) {
-            *slot = byte;
-        }
-        let text = hex8(u32::from_be_bytes(word));
-        buf.extend_from_slice(text.get(..chunk.len() * 2).unwrap_or_default());
     }
 }
 
@@ -1255,18 +1258,32 @@ mod tests {
         for value in [0, u32::MAX, 0x89ab_cdef, 0xa0a0_0a0a] {
             assert_eq!(hex8(value), *format!("{value:08x}").as_bytes());
         }
+        // The ids as members, as OpenTelemetry writes them (lowercase hex).
         let bytes: [u8; 16] =
             std::array::from_fn(|i| u8::try_from(i).unwrap().wrapping_mul(37) ^ 0xa5);
-        let mut buf = Vec::new();
-        write_hex(&mut buf, &bytes);
-        let expected = bytes.iter().fold(String::new(), |mut text, b| {
-            write!(text, "{b:02x}").unwrap();
-            text
-        });
-        assert_eq!(String::from_utf8(buf).unwrap(), expected);
-        let mut buf = Vec::new();
-        write_hex(&mut buf, &[0xde, 0xad, 0xbe, 0xef, 0x00, 0x01]);
-        assert_eq!(buf, b"deadbeef0001");
+        for (trace_id, span_id) in [
+            (
+                TraceId::from_bytes(bytes),
+                SpanId::from_bytes([0xde, 0xad, 0xbe, 0xef, 0, 1, 2, 0xff]),
+            ),
+            (TraceId::from(1), SpanId::from(u64::MAX)),
+            (TraceId::from(u128::MAX), SpanId::from(1)),
+        ] {
+            let mut buf = b"{".to_vec();
+            write_ids(&mut buf, trace_id, span_id);
+            assert_eq!(
+                String::from_utf8(buf).unwrap(),
+                format!("{{,\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\"")
+            );
+        }
+        for (trace_id, span_id) in [
+            (TraceId::INVALID, SpanId::from(1)),
+            (TraceId::from(1), SpanId::INVALID),
+        ] {
+            let mut buf = Vec::new();
+            write_ids(&mut buf, trace_id, span_id);
+            assert!(buf.is_empty(), "no ids for an invalid context");
+        }
     }
 
     #[test]
