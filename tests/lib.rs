@@ -58,7 +58,7 @@ pub fn require_tool(tool: &str, install: &str) -> PathBuf {
 }
 
 /// Every variable the crate reads; the tests set the ones they need.
-const CRATE_VARIABLES: [&str; 15] = [
+const CRATE_VARIABLES: [&str; 20] = [
     "MULTIWEB_METRICS_TOKEN",
     "RUST_LOG",
     "MULTIWEB_METRICS_ADDR",
@@ -74,6 +74,11 @@ const CRATE_VARIABLES: [&str; 15] = [
     "OTEL_TRACES_SAMPLER",
     "OTEL_TRACES_SAMPLER_ARG",
     "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    "OTEL_EXPORTER_OTLP_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_COMPRESSION",
+    "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
 ];
 
 /// Removes the crate's variables inherited from the test's environment,

@@ -106,9 +106,9 @@ pub enum LogFormat {
 /// | [`metrics_token`](Self::metrics_token) | `MULTIWEB_METRICS_TOKEN` | no token |
 /// | [`otlp_endpoint`](Self::otlp_endpoint) | `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `OTEL_EXPORTER_OTLP_ENDPOINT` | none: spans are not exported |
 /// | [`otlp_protocol`](Self::otlp_protocol) | `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, `OTEL_EXPORTER_OTLP_PROTOCOL` (`grpc` or `http/protobuf`) | `http/protobuf` |
-/// | none | `OTEL_EXPORTER_OTLP_TRACES_HEADERS`, `OTEL_EXPORTER_OTLP_HEADERS` (`key=value` pairs; both apply, the first wins per key) | none |
+/// | none | `OTEL_EXPORTER_OTLP_TRACES_HEADERS`, else `OTEL_EXPORTER_OTLP_HEADERS` (`key=value` pairs) | none |
 /// | none | `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, `OTEL_EXPORTER_OTLP_TIMEOUT` (milliseconds per export request) | `10000` |
-/// | none | `OTEL_EXPORTER_OTLP_TRACES_COMPRESSION`, `OTEL_EXPORTER_OTLP_COMPRESSION` (only `none`: this build does not compress) | `none` |
+/// | none | `OTEL_EXPORTER_OTLP_TRACES_COMPRESSION`, `OTEL_EXPORTER_OTLP_COMPRESSION` (`none` or `gzip`; this build sends `gzip` uncompressed, with a warning) | `none` |
 /// | [`sampler`](Self::sampler) | `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG` | `parentbased_always_on` |
 /// | [`keep_error_traces`](Self::keep_error_traces) | `MULTIWEB_TRACES_KEEP_ERRORS` | `true` |
 /// | [`bridge_request_spans`](Self::bridge_request_spans) | none | `false` |
@@ -440,11 +440,12 @@ impl TelemetryBuilder {
             })?;
             Some((url.trim().to_owned(), true))
         } else {
-            let traces = endpoint(vars::OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)?;
-            let general = endpoint(vars::OTEL_EXPORTER_OTLP_ENDPOINT)?;
-            traces
-                .map(|url| (url, false))
-                .or(general.map(|url| (url, true)))
+            // The traces variable replaces the general one, which is then
+            // not read (it may be meant for other signals or SDKs).
+            match endpoint(vars::OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)? {
+                Some(url) => Some((url, false)),
+                None => endpoint(vars::OTEL_EXPORTER_OTLP_ENDPOINT)?.map(|url| (url, true)),
+            }
         })
     }
 
@@ -522,7 +523,7 @@ impl TelemetryBuilder {
         };
         let headers = otlp_headers(env)?;
         let timeout = otlp_timeout(env)?;
-        check_compression(env)?;
+        let gzip_asked_by = otlp_compression(env)?;
         let queue_size = self.span_queue_size.unwrap_or(2048);
         if queue_size == 0 {
             return Err(Error::InvalidSetting {
@@ -534,14 +535,13 @@ impl TelemetryBuilder {
             .filter(|_| !disabled)
             .map(|(url, is_base)| OtlpExport {
                 endpoint: match protocol {
-                    OtlpProtocol::HttpProtobuf if is_base => {
-                        format!("{}/v1/traces", url.trim_end_matches('/'))
-                    }
+                    OtlpProtocol::HttpProtobuf if is_base => with_traces_path(&url),
                     _ => url,
                 },
                 protocol,
                 headers,
                 timeout,
+                gzip_asked_by,
             });
         Ok(TraceConfig {
             export,
@@ -658,6 +658,9 @@ pub(crate) struct OtlpExport {
     pub(crate) headers: http::HeaderMap,
     /// Longest one export request may take.
     pub(crate) timeout: std::time::Duration,
+    /// The variable that asked for gzip, which this build cannot do: the
+    /// requests go uncompressed, with one warning at start.
+    pub(crate) gzip_asked_by: Option<&'static str>,
 }
 
 /// Every setting, resolved.
@@ -731,56 +734,68 @@ fn parse_endpoint(raw: &str) -> Result<(), Rejection> {
     }
 }
 
-/// The OTLP export headers: the traces variable's, then the general one's
-/// for keys it does not set. A malformed entry is an error naming the
-/// variable, with the value redacted: headers carry credentials.
+/// The value of the traces variable `traces` if it is set, else of the
+/// general one: the signal's own variable replaces the general one, which is
+/// then not read (it may be meant for other signals or SDKs).
+fn traces_or_general<T>(
+    env: &Env<'_>,
+    traces: &'static str,
+    general: &'static str,
+    parse: impl Fn(&str) -> Result<T, Rejection>,
+) -> Result<Option<T>, Error> {
+    match env.parse(traces, &parse)? {
+        Some(value) => Ok(Some(value)),
+        None => env.parse(general, &parse),
+    }
+}
+
+/// The OTLP export headers: `OTEL_EXPORTER_OTLP_TRACES_HEADERS`, else
+/// `OTEL_EXPORTER_OTLP_HEADERS` (not merged: the general headers may carry
+/// credentials for another backend). A malformed entry is an error naming
+/// the variable, with the value redacted: headers carry credentials.
 fn otlp_headers(env: &Env<'_>) -> Result<http::HeaderMap, Error> {
-    let mut headers = http::HeaderMap::new();
-    for name in [
+    const EXPECTED: &str = "comma-separated `key=value` pairs with non-empty keys, \
+                            valid as HTTP header names and values";
+    let parse = |raw: &str| {
+        parse_resource_attributes(raw)
+            .map_err(|_| (EXPECTED, None))?
+            .into_iter()
+            .map(|(key, value)| {
+                match (
+                    http::HeaderName::from_bytes(key.as_bytes()),
+                    http::HeaderValue::from_str(&value),
+                ) {
+                    (Ok(key), Ok(mut value)) => {
+                        value.set_sensitive(true);
+                        Ok((key, value))
+                    }
+                    _ => Err((EXPECTED, None)),
+                }
+            })
+            .collect::<Result<http::HeaderMap, Rejection>>()
+    };
+    let headers = traces_or_general(
+        env,
         vars::OTEL_EXPORTER_OTLP_TRACES_HEADERS,
         vars::OTEL_EXPORTER_OTLP_HEADERS,
-    ] {
-        let parse = |raw: &str| {
-            const EXPECTED: &str = "comma-separated `key=value` pairs with non-empty keys, \
-                                    valid as HTTP header names and values";
-            parse_resource_attributes(raw)
-                .map_err(|_| (EXPECTED, None))?
-                .into_iter()
-                .map(|(key, value)| {
-                    match (
-                        http::HeaderName::from_bytes(key.as_bytes()),
-                        http::HeaderValue::from_str(&value),
-                    ) {
-                        (Ok(key), Ok(value)) => Ok((key, value)),
-                        _ => Err((EXPECTED, None)),
-                    }
-                })
-                .collect::<Result<Vec<_>, Rejection>>()
-        };
-        let pairs = env.parse(name, parse).map_err(|err| match err {
-            // Header values are credentials: never print them.
-            Error::InvalidEnv {
-                name,
-                expected,
-                source,
-                ..
-            } => Error::InvalidEnv {
-                name,
-                value: "<redacted>".to_owned(),
-                expected,
-                source,
-            },
-            other => other,
-        })?;
-        for (key, value) in pairs.into_iter().flatten() {
-            if let http::header::Entry::Vacant(entry) = headers.entry(key) {
-                let mut value = value;
-                value.set_sensitive(true);
-                entry.insert(value);
-            }
-        }
-    }
-    Ok(headers)
+        parse,
+    )
+    .map_err(|err| match err {
+        // Header values are credentials: never print them.
+        Error::InvalidEnv {
+            name,
+            expected,
+            source,
+            ..
+        } => Error::InvalidEnv {
+            name,
+            value: "<redacted>".to_owned(),
+            expected,
+            source,
+        },
+        other => other,
+    })?;
+    Ok(headers.unwrap_or_default())
 }
 
 /// The export request timeout: `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, else
@@ -793,29 +808,56 @@ fn otlp_timeout(env: &Env<'_>) -> Result<std::time::Duration, Error> {
             None,
         )),
     };
-    let traces = env.parse(vars::OTEL_EXPORTER_OTLP_TRACES_TIMEOUT, parse)?;
-    let general = env.parse(vars::OTEL_EXPORTER_OTLP_TIMEOUT, parse)?;
-    Ok(traces
-        .or(general)
-        .unwrap_or(std::time::Duration::from_secs(10)))
+    let timeout = traces_or_general(
+        env,
+        vars::OTEL_EXPORTER_OTLP_TRACES_TIMEOUT,
+        vars::OTEL_EXPORTER_OTLP_TIMEOUT,
+        parse,
+    )?;
+    Ok(timeout.unwrap_or(std::time::Duration::from_secs(10)))
 }
 
-/// This build does not compress export requests: `none` is the only value
-/// accepted, so that asking for `gzip` is not silently ignored.
-fn check_compression(env: &Env<'_>) -> Result<(), Error> {
-    for name in [
-        vars::OTEL_EXPORTER_OTLP_TRACES_COMPRESSION,
-        vars::OTEL_EXPORTER_OTLP_COMPRESSION,
-    ] {
-        env.parse(name, |raw| match raw.trim() {
-            "none" => Ok(()),
-            _ => Err((
-                "`none` (this build does not compress export requests)",
-                None,
-            )),
-        })?;
+/// `OTEL_EXPORTER_OTLP_TRACES_COMPRESSION`, else
+/// `OTEL_EXPORTER_OTLP_COMPRESSION`: `none` or `gzip` (any case). This build
+/// does not compress: `gzip` falls back to uncompressed requests, and the
+/// name of the variable that asked for it is returned for the warning at
+/// start (a setting shared by a whole platform must not stop the service).
+fn otlp_compression(env: &Env<'_>) -> Result<Option<&'static str>, Error> {
+    let parse = |raw: &str| {
+        let raw = raw.trim();
+        if raw.eq_ignore_ascii_case("none") {
+            Ok(false)
+        } else if raw.eq_ignore_ascii_case("gzip") {
+            Ok(true)
+        } else {
+            Err(("`none` or `gzip`", None))
+        }
+    };
+    let traces = vars::OTEL_EXPORTER_OTLP_TRACES_COMPRESSION;
+    let gzip = match env.parse(traces, parse)? {
+        Some(gzip) => gzip.then_some(traces),
+        None => env
+            .parse(vars::OTEL_EXPORTER_OTLP_COMPRESSION, parse)?
+            .and_then(|gzip| gzip.then_some(vars::OTEL_EXPORTER_OTLP_COMPRESSION)),
+    };
+    Ok(gzip)
+}
+
+/// `url` with `/v1/traces` appended to its path (before any query), as the
+/// specification says for `OTEL_EXPORTER_OTLP_ENDPOINT` over HTTP.
+fn with_traces_path(url: &str) -> String {
+    match url.parse::<http::Uri>() {
+        Ok(uri) => {
+            let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+            format!(
+                "{}://{}{}/v1/traces{query}",
+                uri.scheme_str().unwrap_or("http"),
+                uri.authority().map_or("", http::uri::Authority::as_str),
+                uri.path().trim_end_matches('/'),
+            )
+        }
+        Err(_) => format!("{}/v1/traces", url.trim_end_matches('/')),
     }
-    Ok(())
 }
 
 fn parse_bool(raw: &str) -> Option<bool> {
@@ -1150,8 +1192,8 @@ mod tests {
             .collect();
         assert_eq!(
             pairs,
-            [("tenant", "t2"), ("x-scope", "a b"), ("x-api-key", "abc")],
-            "the traces variable wins per key"
+            [("tenant", "t2"), ("x-scope", "a b")],
+            "the traces variable replaces the general one"
         );
         assert!(headers.values().all(http::HeaderValue::is_sensitive));
     }
@@ -1188,6 +1230,35 @@ mod tests {
             ),
             "http://tempo:4318/custom"
         );
+        assert_eq!(
+            endpoint(
+                &default,
+                &[(
+                    "OTEL_EXPORTER_OTLP_ENDPOINT",
+                    "http://tempo:4318/otlp/?tenant=a"
+                )]
+            ),
+            "http://tempo:4318/otlp/v1/traces?tenant=a",
+            "the path goes before the query"
+        );
+        // The general variable is not read when the traces one is set (it
+        // may be meant for other signals: here, with TLS).
+        assert_eq!(
+            endpoint(
+                &default,
+                &[
+                    (
+                        "OTEL_EXPORTER_OTLP_ENDPOINT",
+                        "https://metrics.example:4318"
+                    ),
+                    (
+                        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                        "http://tempo:4318/v1/traces"
+                    ),
+                ]
+            ),
+            "http://tempo:4318/v1/traces"
+        );
         let in_code = TelemetryBuilder::default().otlp_endpoint("http://tempo:4318");
         assert_eq!(endpoint(&in_code, &[]), "http://tempo:4318/v1/traces");
         let grpc = in_code.otlp_protocol(OtlpProtocol::Grpc);
@@ -1217,7 +1288,32 @@ mod tests {
             .timeout,
             std::time::Duration::from_millis(700)
         );
-        with(&[("OTEL_EXPORTER_OTLP_COMPRESSION", "none")]);
+        assert_eq!(
+            with(&[
+                ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "700"),
+                ("OTEL_EXPORTER_OTLP_TIMEOUT", "junk, not read"),
+            ])
+            .timeout,
+            std::time::Duration::from_millis(700)
+        );
+        assert_eq!(
+            with(&[("OTEL_EXPORTER_OTLP_COMPRESSION", "None")]).gzip_asked_by,
+            None
+        );
+        // gzip is not in this build: uncompressed, with a warning at start.
+        assert_eq!(
+            with(&[("OTEL_EXPORTER_OTLP_COMPRESSION", "GZIP")]).gzip_asked_by,
+            Some("OTEL_EXPORTER_OTLP_COMPRESSION")
+        );
+        assert_eq!(
+            with(&[
+                ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+                ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "none"),
+            ])
+            .gzip_asked_by,
+            None,
+            "the traces variable replaces the general one"
+        );
         for (name, value, expected) in [
             (
                 "OTEL_EXPORTER_OTLP_TIMEOUT",
@@ -1231,13 +1327,13 @@ mod tests {
             ),
             (
                 "OTEL_EXPORTER_OTLP_COMPRESSION",
-                "gzip",
-                "`none` (this build",
+                "brotli",
+                "`none` or `gzip`",
             ),
             (
                 "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
                 "zstd",
-                "`none` (this build",
+                "`none` or `gzip`",
             ),
         ] {
             let message = env_error(name, value);

@@ -129,6 +129,7 @@ impl TelemetryBuilder {
             crate::metrics::install(recorder, config.process_metrics, Some(logs.dropped.clone()))?;
         let traces = trace::install(&config)?;
         log::install(&config, &logs, traces.tracer)?;
+        trace::warn_about_settings(&config);
         let listener = listener
             .map(|listener| {
                 let service = crate::metrics::MetricsService::with_exporter(exporter.clone());
@@ -177,6 +178,7 @@ impl TelemetryBuilder {
         let logs = log::writer(&config, self.log_writer.take())?;
         let traces = trace::install(&config)?;
         let dispatch = log::dispatch(&config, &logs, traces.tracer);
+        tracing::dispatcher::with_default(&dispatch, || trace::warn_about_settings(&config));
         Ok((
             dispatch,
             TelemetryGuard {

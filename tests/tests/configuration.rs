@@ -19,7 +19,7 @@ const REJECTED: &[(&str, &str)] = &[
     ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "bad name=value"),
     ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s"),
     ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "-1"),
-    ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+    ("OTEL_EXPORTER_OTLP_COMPRESSION", "zip"),
     ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "brotli"),
     ("OTEL_TRACES_SAMPLER", "half"),
     ("OTEL_TRACES_SAMPLER_ARG", "-0.5"),
@@ -45,6 +45,32 @@ fn junk_values_are_errors_naming_the_variable() {
         );
         assert!(!stderr.contains("panicked"), "{name}: {stderr}");
     }
+}
+
+/// `gzip` is not in this build: the app starts, exports uncompressed, and
+/// says so once.
+#[test]
+fn gzip_falls_back_to_uncompressed_with_one_warning() {
+    let app = start_marketplace(
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+        ],
+    );
+    assert_eq!(app.get("/health", &[]).status, 200);
+    let warning = app.wait_json(|line| line["variable"] == "OTEL_EXPORTER_OTLP_COMPRESSION");
+    assert_eq!(warning["level"], "warn", "{warning}");
+    assert_eq!(
+        warning["message"],
+        "gzip compression is not in this build; spans are exported uncompressed"
+    );
+    let (_, lines) = app.stop();
+    let warnings = lines
+        .iter()
+        .filter(|l| l.contains("OTEL_EXPORTER_OTLP_COMPRESSION"))
+        .count();
+    assert_eq!(warnings, 1, "{lines:?}");
 }
 
 #[test]

@@ -26,8 +26,10 @@
 //! spans, without the intermediate copies `opentelemetry-otlp` makes (the
 //! bytes are the same; a test decodes them and compares them with
 //! `opentelemetry-proto`'s conversion). Requests are not compressed
-//! (`OTEL_EXPORTER_OTLP_COMPRESSION` accepts only `none`) and the endpoint
-//! must be plain `http://`: this build has no TLS.
+//! (`OTEL_EXPORTER_OTLP_COMPRESSION=gzip` falls back to uncompressed, with
+//! one warning at start) and the endpoint must be plain `http://`: this
+//! build has no TLS. For each setting the traces variable
+//! (`OTEL_EXPORTER_OTLP_TRACES_*`) replaces the general one.
 //!
 //! Finished spans wait in a bounded queue (2048 by default) and are sent in
 //! batches by a thread of their own, with its own runtime: exporting never
@@ -133,6 +135,18 @@ pub(crate) fn install(config: &Config) -> Result<Installed, Error> {
     let tracer = provider.tracer("multiweb-telemetry");
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     Ok(Installed { provider, tracer })
+}
+
+/// Logs, once the subscriber is in place, what the configuration falls back
+/// on: `gzip` asked for but not in this build.
+pub(crate) fn warn_about_settings(config: &Config) {
+    if let Some(variable) = config.traces.export.as_ref().and_then(|e| e.gzip_asked_by) {
+        tracing::warn!(
+            target: "multiweb_telemetry::trace",
+            variable,
+            "gzip compression is not in this build; spans are exported uncompressed"
+        );
+    }
 }
 
 /// Reads `traceparent`/`tracestate` from request headers.

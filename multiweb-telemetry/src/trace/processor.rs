@@ -17,7 +17,7 @@ use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
 use rustc_hash::FxHashMap;
 
-use super::otlp::OtlpExporter;
+use super::otlp::{OtlpExporter, PartialSuccess};
 use crate::Error;
 
 /// Name of the counter of spans dropped before reaching the collector.
@@ -132,8 +132,9 @@ impl Queue {
 /// until their local root ends, then queues them if the trace had an error.
 pub(crate) struct ExportProcessor {
     queue: Arc<Queue>,
-    /// Longest one export request may take (and so a flush).
-    timeout: Duration,
+    /// Longest a flush may wait: the export in progress and every batch the
+    /// queue can hold, each bounded by the export timeout.
+    flush_timeout: Duration,
     pending: Mutex<Pending>,
     dropped: Counter,
 }
@@ -205,6 +206,7 @@ impl ExportProcessor {
                             dropped: worker_dropped,
                             exported: accepted,
                             last_warning: None,
+                            last_partial: None,
                         }
                         .run();
                     }
@@ -227,9 +229,10 @@ impl ExportProcessor {
                 });
             }
         }
+        let batches = u32::try_from(queue_size.div_ceil(MAX_BATCH)).unwrap_or(u32::MAX);
         Ok(Self {
             queue,
-            timeout,
+            flush_timeout: timeout.saturating_mul(batches.saturating_add(1)),
             pending: Mutex::new(Pending::default()),
             dropped,
         })
@@ -313,7 +316,7 @@ impl SpanProcessor for ExportProcessor {
     }
 
     fn force_flush(&self) -> OTelSdkResult {
-        self.ask(Control::Flush, self.timeout)
+        self.ask(Control::Flush, self.flush_timeout)
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
@@ -334,6 +337,8 @@ struct Worker {
     dropped: Counter,
     exported: Counter,
     last_warning: Option<Instant>,
+    /// When a partial success was last logged (limited apart from failures).
+    last_partial: Option<Instant>,
 }
 
 impl Worker {
@@ -394,16 +399,15 @@ impl Worker {
             .block_on(async { tokio::time::timeout(timeout, exporter.export(batch)).await });
         batch.clear();
         let (dropped, error) = match result {
-            Ok(Ok(0)) => {
+            Ok(Ok(partial)) if partial == PartialSuccess::default() => {
                 self.exported.increment(count);
                 return;
             }
-            Ok(Ok(rejected)) => {
-                self.exported.increment(count - rejected);
-                (
-                    rejected,
-                    format!("the collector rejected {rejected} of {count} spans"),
-                )
+            Ok(Ok(partial)) => {
+                self.exported.increment(count - partial.rejected);
+                self.dropped.increment(partial.rejected);
+                self.warn_partial(count, &partial);
+                return;
             }
             Ok(Err(err)) => (count, err.to_string()),
             Err(_) => (count, format!("no answer within {timeout:?}")),
@@ -423,5 +427,27 @@ impl Worker {
                  (counted in multiweb_telemetry_spans_dropped_total, logged at most once a minute)"
             );
         }
+    }
+
+    /// Logs what a collector said when it accepted a batch only in part (or
+    /// with a warning), at most once a minute.
+    fn warn_partial(&mut self, count: u64, partial: &PartialSuccess) {
+        let now = Instant::now();
+        if self
+            .last_partial
+            .is_some_and(|last| now.duration_since(last) < WARN_EVERY)
+        {
+            return;
+        }
+        self.last_partial = Some(now);
+        tracing::warn!(
+            target: "multiweb_telemetry::trace",
+            rejected = partial.rejected,
+            of = count,
+            message = %partial.message,
+            "the collector accepted spans only in part or with a warning \
+             (rejected spans counted in multiweb_telemetry_spans_dropped_total, \
+             logged at most once a minute)"
+        );
     }
 }

@@ -217,7 +217,9 @@ struct MethodCache {
 
 /// Most span names [`RouteCache`]s keep for the process's lifetime (one per
 /// route and method, so a few per service); past that, each request span
-/// allocates its name.
+/// allocates its name. The count is global and never goes down: an
+/// application that builds its router again and again (reloads, tests)
+/// reaches it sooner, and then simply allocates.
 const MAX_KEPT_NAMES: usize = 4096;
 static KEPT_NAMES: AtomicUsize = AtomicUsize::new(0);
 
@@ -465,9 +467,6 @@ mod tests {
         Context::current().span().span_context().span_id()
     }
 
-    /// Entered by the HTTP layer inside an enter of its own (and the other
-    /// way round), the request span's context is attached for exactly the
-    /// enters, and detached in the reverse order.
     #[test]
     fn a_route_cache_keeps_its_first_route_and_one_name_per_method() {
         let cache = OnceLock::new();
@@ -489,6 +488,9 @@ mod tests {
         assert!(RouteCache::get(&cache, "/a/{id}", METHODS.len()).is_none());
     }
 
+    /// Entered by the HTTP layer inside an enter of its own (and the other
+    /// way round), the request span's context is attached for exactly the
+    /// enters, and detached in the reverse order.
     #[test]
     fn nested_enters_of_a_request_span_detach_in_order() {
         let (dispatch, _guard) = Telemetry::builder()

@@ -342,21 +342,27 @@ fn end(buf: &mut Vec<u8>, body: usize) {
     buf[body - 2 + width] &= 0x7f;
 }
 
-/// Spans the collector rejected, from an `ExportTraceServiceResponse`
-/// (`partial_success.rejected_spans`); 0 when there is none or the response
+/// The `partial_success` of an `ExportTraceServiceResponse`: how many spans
+/// the collector rejected, and its message (a reason, or a warning when
+/// none was rejected). Zero and empty when there is none or the response
 /// cannot be read.
-pub(crate) fn rejected_spans(response: &[u8]) -> u64 {
+pub(crate) fn partial_success(response: &[u8]) -> (u64, String) {
     let mut rejected = 0;
+    let mut message = String::new();
     for (field, value) in Fields(response) {
         if let (1, FieldValue::Len(partial)) = (field, value) {
             for (field, value) in Fields(partial) {
-                if let (1, FieldValue::Varint(count)) = (field, value) {
-                    rejected = count;
+                match (field, value) {
+                    (1, FieldValue::Varint(count)) => rejected = count,
+                    (2, FieldValue::Len(text)) => {
+                        message = String::from_utf8_lossy(text).into_owned();
+                    }
+                    _ => {}
                 }
             }
         }
     }
-    rejected
+    (rejected, message)
 }
 
 enum FieldValue<'a> {
@@ -492,9 +498,17 @@ mod tests {
         }
     }
 
+    /// The request decoded; also checks that the bytes are exactly those
+    /// prost writes for `opentelemetry-proto`'s conversion (decoding alone
+    /// is lenient).
     fn decoded(resource: &Resource, spans: &[SpanData]) -> ExportTraceServiceRequest {
         let mut buf = Vec::new();
         export_request(&mut buf, &EncodedResource::new(resource), spans);
+        assert_eq!(
+            buf,
+            reference(resource, spans).encode_to_vec(),
+            "same bytes"
+        );
         ExportTraceServiceRequest::decode(buf.as_slice()).expect("valid protobuf")
     }
 
@@ -584,6 +598,7 @@ mod tests {
         let mut buf = Vec::new();
         export_request(&mut buf, &EncodedResource::new(&resource), &spans);
         assert!(buf.len() > 1 << 14, "{}", buf.len());
+        assert_eq!(buf, reference(&resource, &spans).encode_to_vec());
         assert_eq!(
             ExportTraceServiceRequest::decode(buf.as_slice()).unwrap(),
             reference(&resource, &spans)
@@ -610,7 +625,7 @@ mod tests {
     }
 
     #[test]
-    fn rejected_spans_come_from_the_partial_success() {
+    fn rejected_spans_and_message_come_from_the_partial_success() {
         use opentelemetry_proto::tonic::collector::trace::v1::{
             ExportTracePartialSuccess, ExportTraceServiceResponse,
         };
@@ -623,13 +638,17 @@ mod tests {
             }
             .encode_to_vec()
         };
-        assert_eq!(rejected_spans(&response(7, "too old")), 7);
-        assert_eq!(rejected_spans(&response(0, "a warning")), 0);
-        assert_eq!(rejected_spans(&[]), 0);
+        let read = |bytes: &[u8]| {
+            let (rejected, message) = partial_success(bytes);
+            (rejected, message)
+        };
+        assert_eq!(read(&response(7, "too old")), (7, "too old".to_owned()));
+        assert_eq!(read(&response(0, "a warning")), (0, "a warning".to_owned()));
+        assert_eq!(read(&[]), (0, String::new()));
         // Truncated or garbage responses count nothing rather than fail.
         let mut truncated = response(300, "x");
         truncated.truncate(3);
-        assert_eq!(rejected_spans(&truncated), 0);
-        assert_eq!(rejected_spans(&[0xff; 12]), 0);
+        assert_eq!(read(&truncated).0, 0);
+        assert_eq!(read(&[0xff; 12]), (0, String::new()));
     }
 }

@@ -83,10 +83,10 @@ impl OtlpExporter {
                     http::header::CONTENT_TYPE,
                     http::HeaderValue::from_static("application/x-protobuf"),
                 );
-                headers.insert(
-                    http::header::USER_AGENT,
-                    http::HeaderValue::from_static(USER_AGENT),
-                );
+                // Unless the headers variable sets one.
+                headers
+                    .entry(http::header::USER_AGENT)
+                    .or_insert(http::HeaderValue::from_static(USER_AGENT));
                 Transport::Http {
                     client: Box::new(
                         opentelemetry_http::hyper::HyperClient::with_default_connector(
@@ -111,9 +111,12 @@ impl OtlpExporter {
         self.resource = EncodedResource::new(resource);
     }
 
-    /// Sends `spans` in one request. Returns how many of them the collector
-    /// rejected (a partial success), or why the request failed.
-    pub(crate) async fn export(&mut self, spans: &[SpanData]) -> Result<u64, ExportError> {
+    /// Sends `spans` in one request. Returns the collector's partial
+    /// success (spans rejected, and its message), or why the request failed.
+    pub(crate) async fn export(
+        &mut self,
+        spans: &[SpanData],
+    ) -> Result<PartialSuccess, ExportError> {
         let mut body = Vec::with_capacity(self.last_len + self.last_len / 8);
         encode::export_request(&mut body, &self.resource, spans);
         self.last_len = body.len();
@@ -130,11 +133,16 @@ impl OtlpExporter {
                     .unary(request, PathAndQuery::from_static(GRPC_EXPORT), RawCodec)
                     .await
                     .map_err(|status| {
-                        // Only the code: a collector may echo credentials in the message.
-                        ExportError(format!(
-                            "the collector answered gRPC status {:?}",
-                            status.code()
-                        ))
+                        ExportError(match std::error::Error::source(&status) {
+                            // Made by the client's own transport (connection
+                            // refused, DNS, ...): the cause is the client's text.
+                            Some(cause) => format!("could not reach the collector: {cause}"),
+                            // From the collector: only the code, as a
+                            // collector may echo credentials in its message.
+                            None => {
+                                format!("the collector answered gRPC status {:?}", status.code())
+                            }
+                        })
                     })?
                     .into_inner()
             }
@@ -160,8 +168,21 @@ impl OtlpExporter {
                 response.into_body()
             }
         };
-        Ok(encode::rejected_spans(&response).min(spans.len() as u64))
+        let (rejected, message) = encode::partial_success(&response);
+        Ok(PartialSuccess {
+            rejected: rejected.min(spans.len() as u64),
+            message,
+        })
     }
+}
+
+/// What a collector that accepted a request said about it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct PartialSuccess {
+    /// Spans it rejected (the others were accepted).
+    pub(crate) rejected: u64,
+    /// Why, or a warning when none was rejected; empty for a full success.
+    pub(crate) message: String,
 }
 
 impl std::fmt::Debug for OtlpExporter {
@@ -272,8 +293,24 @@ mod tests {
     ) -> (String, std::thread::JoinHandle<(String, Vec<u8>)>) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
+        listener.set_nonblocking(true).unwrap();
         let handle = std::thread::spawn(move || {
-            let (stream, _) = listener.accept().unwrap();
+            // A client that never connects fails the test, not hangs it.
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            let stream = loop {
+                match listener.accept() {
+                    Ok((stream, _)) => break stream,
+                    Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                        assert!(std::time::Instant::now() < deadline, "no request came");
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(err) => panic!("accept: {err}"),
+                }
+            };
+            stream.set_nonblocking(false).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(20)))
+                .unwrap();
             let mut reader = BufReader::new(stream);
             let mut head = String::new();
             loop {
@@ -314,6 +351,7 @@ mod tests {
             endpoint,
             headers,
             timeout: Duration::from_secs(10),
+            gzip_asked_by: None,
         }
     }
 
@@ -333,8 +371,14 @@ mod tests {
                 .with_service_name("marketplace")
                 .build(),
         );
-        let rejected = runtime.block_on(exporter.export(&[span(1), span(2)]));
-        assert_eq!(rejected.unwrap(), 1);
+        let partial = runtime.block_on(exporter.export(&[span(1), span(2)]));
+        assert_eq!(
+            partial.unwrap(),
+            PartialSuccess {
+                rejected: 1,
+                message: "one span too old".to_owned()
+            }
+        );
 
         let (head, body) = collector.join().unwrap();
         assert!(head.starts_with("post /v1/traces http/1.1\r\n"), "{head}");
@@ -376,6 +420,7 @@ mod tests {
             endpoint: endpoint.to_owned(),
             headers: HeaderMap::new(),
             timeout: Duration::from_secs(1),
+            gzip_asked_by: None,
         };
         assert!(OtlpExporter::new(&settings("http://127.0.0.1:4317")).is_ok());
         let err = OtlpExporter::new(&settings("not a uri")).unwrap_err();
