@@ -654,7 +654,8 @@ pub(crate) struct OtlpExport {
     pub(crate) protocol: OtlpProtocol,
     /// For HTTP the full URL (`.../v1/traces`), for gRPC the collector's.
     pub(crate) endpoint: String,
-    /// `OTEL_EXPORTER_OTLP_TRACES_HEADERS` over `OTEL_EXPORTER_OTLP_HEADERS`.
+    /// `OTEL_EXPORTER_OTLP_TRACES_HEADERS`, else `OTEL_EXPORTER_OTLP_HEADERS`
+    /// (values marked sensitive: `Debug` does not show them).
     pub(crate) headers: http::HeaderMap,
     /// Longest one export request may take.
     pub(crate) timeout: std::time::Duration,
@@ -1196,6 +1197,7 @@ mod tests {
             "the traces variable replaces the general one"
         );
         assert!(headers.values().all(http::HeaderValue::is_sensitive));
+        assert!(!format!("{headers:?}").contains("t2"), "{headers:?}");
     }
 
     #[test]
