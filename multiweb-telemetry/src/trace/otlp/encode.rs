@@ -17,10 +17,9 @@ use opentelemetry::{Array, InstrumentationScope, KeyValue, Value};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SpanData;
 
-const VARINT: u8 = 0;
-const FIXED64: u8 = 1;
-const LEN: u8 = 2;
-const FIXED32: u8 = 5;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+use prost::Message as _;
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
 
 /// `SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK`: the flags say whether the parent
 /// is remote.
@@ -237,73 +236,54 @@ fn array_values<T>(buf: &mut Vec<u8>, values: &[T], write: impl Fn(&mut Vec<u8>,
 }
 
 fn bool_value(buf: &mut Vec<u8>, value: bool) {
-    tag(buf, 2, VARINT);
+    encode_key(2, WireType::Varint, buf);
     buf.push(u8::from(value));
 }
 
 fn int_value(buf: &mut Vec<u8>, value: i64) {
-    tag(buf, 3, VARINT);
+    encode_key(3, WireType::Varint, buf);
     #[allow(
         clippy::cast_sign_loss,
         reason = "int64 is sent as its two's complement"
     )]
-    varint(buf, value as u64);
+    encode_varint(value as u64, buf);
 }
 
 fn double_value(buf: &mut Vec<u8>, value: f64) {
-    tag(buf, 4, FIXED64);
+    encode_key(4, WireType::SixtyFourBit, buf);
     buf.extend_from_slice(&value.to_le_bytes());
 }
 
 fn string_value(buf: &mut Vec<u8>, value: &str) {
-    tag(buf, 1, LEN);
-    varint(buf, value.len() as u64);
+    encode_key(1, WireType::LengthDelimited, buf);
+    encode_varint(value.len() as u64, buf);
     buf.extend_from_slice(value.as_bytes());
-}
-
-fn tag(buf: &mut Vec<u8>, field: u32, wire: u8) {
-    varint(buf, u64::from(field << 3 | u32::from(wire)));
-}
-
-fn varint(buf: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        #[allow(clippy::cast_possible_truncation, reason = "the low seven bits")]
-        buf.push(value as u8 | 0x80);
-        value >>= 7;
-    }
-    #[allow(clippy::cast_possible_truncation, reason = "below 0x80")]
-    buf.push(value as u8);
-}
-
-fn varint_len(value: u64) -> usize {
-    // One byte per started group of seven bits, at least one.
-    (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 fn uint(buf: &mut Vec<u8>, field: u32, value: u64) {
     if value != 0 {
-        tag(buf, field, VARINT);
-        varint(buf, value);
+        encode_key(field, WireType::Varint, buf);
+        encode_varint(value, buf);
     }
 }
 
 fn fixed64(buf: &mut Vec<u8>, field: u32, value: u64) {
     if value != 0 {
-        tag(buf, field, FIXED64);
+        encode_key(field, WireType::SixtyFourBit, buf);
         buf.extend_from_slice(&value.to_le_bytes());
     }
 }
 
 fn fixed32(buf: &mut Vec<u8>, field: u32, value: u32) {
     if value != 0 {
-        tag(buf, field, FIXED32);
+        encode_key(field, WireType::ThirtyTwoBit, buf);
         buf.extend_from_slice(&value.to_le_bytes());
     }
 }
 
 fn bytes(buf: &mut Vec<u8>, field: u32, value: &[u8]) {
-    tag(buf, field, LEN);
-    varint(buf, value.len() as u64);
+    encode_key(field, WireType::LengthDelimited, buf);
+    encode_varint(value.len() as u64, buf);
     buf.extend_from_slice(value);
 }
 
@@ -316,7 +296,7 @@ fn string(buf: &mut Vec<u8>, field: u32, value: &str) {
 /// Starts a nested message as field `field`: its length is not known yet, so
 /// one byte is reserved for it, and [`end`] makes room if it needs more.
 fn begin(buf: &mut Vec<u8>, field: u32) -> usize {
-    tag(buf, field, LEN);
+    encode_key(field, WireType::LengthDelimited, buf);
     buf.push(0);
     buf.len()
 }
@@ -325,21 +305,14 @@ fn begin(buf: &mut Vec<u8>, field: u32) -> usize {
 /// in front of it (moving the body when the length takes several bytes).
 fn end(buf: &mut Vec<u8>, body: usize) {
     let len = buf.len() - body;
-    let width = varint_len(len as u64);
+    let width = encoded_len_varint(len as u64);
     if width > 1 {
         let old = buf.len();
         buf.resize(old + width - 1, 0);
         buf.copy_within(body..old, body + width - 1);
     }
-    let mut value = len as u64;
-    for byte in &mut buf[body - 1..body - 1 + width] {
-        #[allow(clippy::cast_possible_truncation, reason = "the low seven bits")]
-        {
-            *byte = value as u8 | 0x80;
-        }
-        value >>= 7;
-    }
-    buf[body - 2 + width] &= 0x7f;
+    let mut slot = &mut buf[body - 1..body - 1 + width];
+    encode_varint(len as u64, &mut slot);
 }
 
 /// The `partial_success` of an `ExportTraceServiceResponse`: how many spans
@@ -347,71 +320,16 @@ fn end(buf: &mut Vec<u8>, body: usize) {
 /// none was rejected). Zero and empty when there is none or the response
 /// cannot be read.
 pub(crate) fn partial_success(response: &[u8]) -> (u64, String) {
-    let mut rejected = 0;
-    let mut message = String::new();
-    for (field, value) in Fields(response) {
-        if let (1, FieldValue::Len(partial)) = (field, value) {
-            for (field, value) in Fields(partial) {
-                match (field, value) {
-                    (1, FieldValue::Varint(count)) => rejected = count,
-                    (2, FieldValue::Len(text)) => {
-                        message = String::from_utf8_lossy(text).into_owned();
-                    }
-                    _ => {}
-                }
-            }
-        }
-    }
-    (rejected, message)
-}
-
-enum FieldValue<'a> {
-    Varint(u64),
-    Len(&'a [u8]),
-    Other,
-}
-
-/// The fields of a protobuf message; stops at the first malformed one.
-struct Fields<'a>(&'a [u8]);
-
-impl<'a> Iterator for Fields<'a> {
-    type Item = (u64, FieldValue<'a>);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let key = read_varint(&mut self.0)?;
-        let value = match key & 7 {
-            0 => FieldValue::Varint(read_varint(&mut self.0)?),
-            1 => {
-                self.0 = self.0.get(8..)?;
-                FieldValue::Other
-            }
-            2 => {
-                let len = usize::try_from(read_varint(&mut self.0)?).ok()?;
-                let (value, rest) = self.0.split_at_checked(len)?;
-                self.0 = rest;
-                FieldValue::Len(value)
-            }
-            5 => {
-                self.0 = self.0.get(4..)?;
-                FieldValue::Other
-            }
-            _ => return None,
-        };
-        Some((key >> 3, value))
-    }
-}
-
-fn read_varint(input: &mut &[u8]) -> Option<u64> {
-    let mut value = 0_u64;
-    for shift in (0..64).step_by(7) {
-        let (&byte, rest) = input.split_first()?;
-        *input = rest;
-        value |= u64::from(byte & 0x7f) << shift;
-        if byte < 0x80 {
-            return Some(value);
-        }
-    }
-    None
+    ExportTraceServiceResponse::decode(response)
+        .ok()
+        .and_then(|response| response.partial_success)
+        .map(|partial| {
+            (
+                u64::try_from(partial.rejected_spans).unwrap_or(0),
+                partial.error_message,
+            )
+        })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -603,25 +521,6 @@ mod tests {
             ExportTraceServiceRequest::decode(buf.as_slice()).unwrap(),
             reference(&resource, &spans)
         );
-    }
-
-    #[test]
-    fn varint_lengths() {
-        for value in [
-            0,
-            1,
-            127,
-            128,
-            16_383,
-            16_384,
-            u64::from(u32::MAX),
-            u64::MAX,
-        ] {
-            let mut buf = Vec::new();
-            varint(&mut buf, value);
-            assert_eq!(buf.len(), varint_len(value), "{value}");
-            assert_eq!(read_varint(&mut buf.as_slice()), Some(value));
-        }
     }
 
     #[test]

@@ -27,14 +27,9 @@ const GRPC_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/
 const USER_AGENT: &str = concat!("multiweb-telemetry/", env!("CARGO_PKG_VERSION"));
 
 /// Why a batch was not accepted; the spans are dropped.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub(crate) struct ExportError(String);
-
-impl std::fmt::Display for ExportError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// Sends batches of finished spans to one collector.
 pub(crate) struct OtlpExporter {
