@@ -184,7 +184,12 @@ impl TelemetryBuilder {
         self
     }
 
-    /// Turns trace export off (metrics and logs stay on).
+    /// Turns tracing off, as `OTEL_SDK_DISABLED=true` asks of an
+    /// OpenTelemetry SDK: no OpenTelemetry span is recorded, started,
+    /// exported or propagated, `tracing` spans stay plain spans, and log
+    /// lines carry no `trace_id`/`span_id`. Logs (with their request fields)
+    /// and metrics stay on. To keep the ids in the log lines without
+    /// exporting anything, leave the SDK on and configure no endpoint.
     ///
     /// Overrides `OTEL_SDK_DISABLED`. Defaults to `false`.
     pub fn disabled(mut self, disabled: bool) -> Self {

@@ -1073,6 +1073,50 @@ mod tests {
         );
     }
 
+    /// With the SDK disabled (`OTEL_SDK_DISABLED=true`) no OpenTelemetry span
+    /// exists: no ids in any line, none to propagate, even under an incoming
+    /// `traceparent`; the access line and the request fields stay.
+    #[tokio::test]
+    async fn with_the_sdk_disabled_no_span_exists_and_lines_carry_no_ids() {
+        use opentelemetry::trace::TraceContextExt as _;
+
+        let logs = Logs::default();
+        let (dispatch, guard) = crate::Telemetry::builder()
+            .log_writer(logs.clone())
+            .disabled(true)
+            .build_dispatch()
+            .unwrap();
+        let default = tracing::dispatcher::set_default(&dispatch);
+        let parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let app = app(layer());
+        send(&app, "GET", "/api/v1/products/", &[("traceparent", parent)]).await;
+        tracing::info_span!("job").in_scope(|| {
+            let cx = crate::trace::current_context();
+            assert!(!cx.span().span_context().is_valid());
+            let mut headers = http::HeaderMap::new();
+            crate::trace::inject_context(&mut headers);
+            assert!(headers.is_empty(), "{headers:?}");
+            tracing::info!("inside a job");
+        });
+        drop(default);
+        drop(guard); // writes out the buffered lines
+        let lines = logs.json();
+        assert_eq!(lines.len(), 3, "{lines:#?}");
+        for line in &lines {
+            assert!(line.get("trace_id").is_none(), "{line}");
+            assert!(line.get("span_id").is_none(), "{line}");
+        }
+        let access = logs.access_lines();
+        assert_eq!(access.len(), 1, "{access:#?}");
+        assert_eq!(access[0]["status"], 200);
+        assert_eq!(access[0]["http.route"], "/api/v1/products/");
+        let handler = lines
+            .iter()
+            .find(|l| l["message"] == "listing products")
+            .expect("the handler's line");
+        assert_eq!(handler["http.route"], "/api/v1/products/");
+    }
+
     /// Under `init`'s subscriber the access line is written without an
     /// event, and `RUST_LOG` still decides: a level it filters out writes
     /// nothing, one it lets through writes the line with its ids.
@@ -1109,7 +1153,8 @@ mod tests {
     }
 
     /// Writing the access line without dispatching an event must leave no
-    /// per-layer filter state behind (an `enabled!` check records which
+    /// per-layer filter state behind, and log events never reach the
+    /// bridge as span events (an `enabled!` check records which
     /// filters said no, and only a dispatched event clears that): the
     /// spans opened next on the same thread (here a job between requests,
     /// and the next requests' handler spans) are exported and parented.
@@ -1128,6 +1173,10 @@ mod tests {
         assert_eq!(servers.len(), 3, "{spans:#?}");
         assert_eq!(handlers.len(), 3, "{spans:#?}");
         for handler in handlers {
+            assert!(
+                handler.events.is_empty(),
+                "the handler's log line is not a span event: {handler:#?}"
+            );
             assert!(
                 servers
                     .iter()

@@ -143,7 +143,9 @@ impl<S> tracing_subscriber::layer::Filter<S> for BridgeFilter {
     ) -> tracing::subscriber::Interest {
         if !meta.is_span() {
             // Asked per event, as `tracing-subscriber` expects of a filter
-            // that refuses events in `event_enabled`.
+            // that refuses events in `event_enabled`: its debug assertions
+            // fail when an event is refused there without an `enabled`
+            // pass first.
             tracing::subscriber::Interest::sometimes()
         } else if self.wants(meta) {
             tracing::subscriber::Interest::always()
@@ -183,13 +185,19 @@ pub(crate) fn dispatch(
         .with(config.log_filter.clone())
         // The direct request spans hand their fields to the JSON layer
         // only; the pretty format gets them through the `tracing` span.
-        .with(otel_layers(
-            tracer,
-            (config.log_format == LogFormat::Json && !config.bridge_request_spans).then(|| {
-                let sink: LineSink = std::sync::Arc::new(move |line: &[u8]| direct.append(line));
-                sink
-            }),
-        ))
+        // With the SDK disabled (`OTEL_SDK_DISABLED`), no OpenTelemetry layer:
+        // `tracing` spans stay plain spans, nothing records, starts or
+        // propagates an OpenTelemetry span, and log lines carry no ids.
+        .with((!config.disabled).then(|| {
+            otel_layers(
+                tracer,
+                (config.log_format == LogFormat::Json && !config.bridge_request_spans).then(|| {
+                    let sink: LineSink =
+                        std::sync::Arc::new(move |line: &[u8]| direct.append(line));
+                    sink
+                }),
+            )
+        }))
         .with(format);
     tracing::Dispatch::new(subscriber)
 }

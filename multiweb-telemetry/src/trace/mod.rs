@@ -6,7 +6,8 @@
 //! OpenTelemetry span; the [HTTP layer](crate::http) starts each request's
 //! span itself, and attaches its context while the handler runs, so the
 //! handler's spans are its children. Every JSON log line inside a span
-//! carries its `trace_id` and `span_id`, whether the trace is exported or not.
+//! carries its `trace_id` and `span_id`, whether the trace is exported or not
+//! (unless the SDK is disabled, see below).
 //!
 //! Only spans are bridged: log events stay log lines (carrying the
 //! `trace_id`), and are not copied into span events, which would cost every
@@ -30,6 +31,13 @@
 //! one warning at start) and the endpoint must be plain `http://`: this
 //! build has no TLS. For each setting the traces variable
 //! (`OTEL_EXPORTER_OTLP_TRACES_*`) replaces the general one.
+//!
+//! With `OTEL_SDK_DISABLED=true` (or
+//! [`TelemetryBuilder::disabled`](crate::TelemetryBuilder::disabled)) there
+//! is no OpenTelemetry span at all: the subscriber has no bridge, the HTTP
+//! layer starts none, log lines carry no ids and
+//! [`inject_context`] writes nothing. Without an endpoint (and the SDK on),
+//! spans are still made, so that log lines carry their ids, but not exported.
 //!
 //! Finished spans wait in a bounded queue (2048 by default) and are sent in
 //! batches by a thread of their own, with its own runtime: exporting never
