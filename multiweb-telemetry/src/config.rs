@@ -185,11 +185,14 @@ impl TelemetryBuilder {
     }
 
     /// Turns tracing off, as `OTEL_SDK_DISABLED=true` asks of an
-    /// OpenTelemetry SDK: no OpenTelemetry span is recorded, started,
-    /// exported or propagated, `tracing` spans stay plain spans, and log
-    /// lines carry no `trace_id`/`span_id`. Logs (with their request fields)
-    /// and metrics stay on. To keep the ids in the log lines without
-    /// exporting anything, leave the SDK on and configure no endpoint.
+    /// OpenTelemetry SDK: no OpenTelemetry span is made (`tracing` spans
+    /// stay plain spans), so log lines carry no `trace_id`/`span_id` of
+    /// their own; an incoming `traceparent` passes through unchanged, as the
+    /// OpenTelemetry API does without an SDK (the request's lines carry the
+    /// caller's ids, outgoing calls continue the caller's trace). Logs (with
+    /// their request fields) and metrics stay on. To keep ids in every log
+    /// line without exporting anything, leave the SDK on and configure no
+    /// endpoint.
     ///
     /// Overrides `OTEL_SDK_DISABLED`. Defaults to `false`.
     pub fn disabled(mut self, disabled: bool) -> Self {
@@ -281,7 +284,8 @@ impl TelemetryBuilder {
     ///
     /// Overrides `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` and
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`. Defaults to none: without an endpoint
-    /// spans are not exported, but trace and span ids still appear in logs.
+    /// spans are not exported, but trace and span ids still appear in logs
+    /// (unless the SDK is [`disabled`](Self::disabled)).
     pub fn otlp_endpoint(mut self, endpoint: impl Into<String>) -> Self {
         self.otlp_endpoint = Some(endpoint.into());
         self

@@ -53,6 +53,12 @@
 //! as `http_request_duration_seconds` measures, not when the handler
 //! returns: a streamed response's span covers the stream.
 //!
+//! With the SDK disabled (`OTEL_SDK_DISABLED=true`) there is no
+//! OpenTelemetry span: the `tracing` span and its log fields stay, and an
+//! incoming `traceparent` is the request's context as it came (its ids on
+//! the request's log lines, passed on by
+//! [`trace::inject_context`](crate::trace::inject_context)).
+//!
 //! Under [`init`](crate::init)'s subscriber with JSON logs, the layer starts
 //! the OpenTelemetry span itself, which costs a fraction of building it from
 //! the `tracing` span's fields, and the bridge does not see the request's
@@ -813,7 +819,7 @@ mod tests {
         let writer = logs.clone();
         let subscriber = tracing_subscriber::registry()
             .with(crate::log::otel_layers(
-                provider.tracer("test"),
+                Some(provider.tracer("test")),
                 direct.then(|| {
                     let logs = logs.clone();
                     let sink: crate::log::LineSink = Arc::new(move |line: &[u8]| {
@@ -1074,10 +1080,13 @@ mod tests {
     }
 
     /// With the SDK disabled (`OTEL_SDK_DISABLED=true`) no OpenTelemetry span
-    /// exists: no ids in any line, none to propagate, even under an incoming
-    /// `traceparent`; the access line and the request fields stay.
+    /// exists: a request without `traceparent` and lines outside requests
+    /// carry no ids and propagate nothing; an incoming `traceparent` passes
+    /// through unchanged (its ids on the request's lines, and on to the
+    /// calls it makes), as the OpenTelemetry API does without an SDK. The
+    /// access line is the same as with the SDK on, but for the ids.
     #[tokio::test]
-    async fn with_the_sdk_disabled_no_span_exists_and_lines_carry_no_ids() {
+    async fn with_the_sdk_disabled_no_span_exists_and_a_traceparent_passes_through() {
         use opentelemetry::trace::TraceContextExt as _;
 
         let logs = Logs::default();
@@ -1087,34 +1096,66 @@ mod tests {
             .build_dispatch()
             .unwrap();
         let default = tracing::dispatcher::set_default(&dispatch);
-        let parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-        let app = app(layer());
-        send(&app, "GET", "/api/v1/products/", &[("traceparent", parent)]).await;
+        let app = with_layers(
+            routes().route(
+                "/api/v1/outgoing",
+                get(|| async {
+                    let mut headers = http::HeaderMap::new();
+                    // In a span of the handler's own, which no bridge sees.
+                    tracing::info_span!("call").in_scope(|| {
+                        crate::trace::inject_context(&mut headers);
+                        tracing::info!("calling out");
+                    });
+                    headers
+                        .get("traceparent")
+                        .map(|v| v.to_str().unwrap().to_owned())
+                        .unwrap_or_default()
+                }),
+            ),
+            layer(),
+        );
+        let (trace_id, caller) = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331");
+        let parent = format!("00-{trace_id}-{caller}-01");
+        let (_, sent) = send(&app, "GET", "/api/v1/outgoing", &[("traceparent", &parent)]).await;
+        assert_eq!(sent, parent, "the caller's context, unchanged");
+        let (_, sent) = send(&app, "GET", "/api/v1/outgoing", &[]).await;
+        assert_eq!(sent, "", "no context to propagate");
+        send(&app, "GET", "/api/v1/products/", &[("x-user-id", "7")]).await;
         tracing::info_span!("job").in_scope(|| {
             let cx = crate::trace::current_context();
             assert!(!cx.span().span_context().is_valid());
-            let mut headers = http::HeaderMap::new();
-            crate::trace::inject_context(&mut headers);
-            assert!(headers.is_empty(), "{headers:?}");
             tracing::info!("inside a job");
         });
         drop(default);
         drop(guard); // writes out the buffered lines
         let lines = logs.json();
-        assert_eq!(lines.len(), 3, "{lines:#?}");
+        assert_eq!(lines.len(), 7, "{lines:#?}");
         for line in &lines {
+            let keys = line.as_object().unwrap().keys();
+            let ours =
+                |key: &&String| key.starts_with("otel.") || *key == "http.response.status_code";
+            assert_eq!(keys.filter(ours).count(), 0, "{line}");
+        }
+        let (traced, untraced) = lines.split_at(2);
+        for line in traced {
+            assert_eq!(line["trace_id"], trace_id, "{line}");
+            assert_eq!(line["span_id"], caller, "{line}");
+        }
+        for line in untraced {
             assert!(line.get("trace_id").is_none(), "{line}");
             assert!(line.get("span_id").is_none(), "{line}");
         }
         let access = logs.access_lines();
-        assert_eq!(access.len(), 1, "{access:#?}");
-        assert_eq!(access[0]["status"], 200);
-        assert_eq!(access[0]["http.route"], "/api/v1/products/");
+        assert_eq!(access.len(), 3, "{access:#?}");
+        assert_eq!(access[2]["status"], 200);
+        assert_eq!(access[2]["user_id"], "7");
+        assert_eq!(access[2]["http.route"], "/api/v1/products/");
         let handler = lines
             .iter()
             .find(|l| l["message"] == "listing products")
             .expect("the handler's line");
         assert_eq!(handler["http.route"], "/api/v1/products/");
+        assert_eq!(handler["user_id"], "7");
     }
 
     /// Under `init`'s subscriber the access line is written without an

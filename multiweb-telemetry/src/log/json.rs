@@ -525,15 +525,23 @@ where
             }
 
             let leaf = ctx.event_span(event);
-            let request_ids = leaf
+            let request = leaf
                 .as_ref()
                 .and_then(|leaf| write_scope_fields(line, keys, leaf));
             line.extend_from_slice(b",\"target\":");
             write_json_str(line, meta.target());
-            if let Some((trace_id, span_id)) = request_ids {
-                write_ids(line, trace_id, span_id);
-            } else if let Some(leaf) = leaf.map(|leaf| leaf.id()) {
-                self.write_trace_ids(line, &leaf);
+            match request {
+                Some(((trace_id, span_id), true)) => write_ids(line, trace_id, span_id),
+                _ => {
+                    // The leaf's own ids (from the bridge), else (no bridge:
+                    // the SDK is disabled) those of the request it is in.
+                    let bridged = leaf
+                        .map(|leaf| leaf.id())
+                        .is_some_and(|leaf| self.write_trace_ids(line, &leaf));
+                    if !bridged && let Some(((trace_id, span_id), _)) = request {
+                        write_ids(line, trace_id, span_id);
+                    }
+                }
             }
             line.extend_from_slice(b"}\n");
 
@@ -554,13 +562,13 @@ fn write_head(line: &mut Vec<u8>, level: Level) {
 }
 
 /// Appends the fields of `leaf` and its ancestors (innermost first, names
-/// not yet in `keys`); returns the ids of `leaf` when it is a request span
-/// the HTTP layer started itself.
+/// not yet in `keys`); returns the ids of the innermost request span the
+/// HTTP layer started itself among them, and whether that is `leaf`.
 fn write_scope_fields<'a, R>(
     line: &mut Vec<u8>,
     keys: &mut Vec<&'static str>,
     leaf: &SpanRef<'a, R>,
-) -> Option<(TraceId, SpanId)>
+) -> Option<((TraceId, SpanId), bool)>
 where
     R: LookupSpan<'a>,
 {
@@ -568,11 +576,11 @@ where
     let mut request_ids = None;
     for span in leaf.scope() {
         let extensions = span.extensions();
-        if span.id() == leaf_id {
+        if request_ids.is_none() {
             request_ids = request_context(&extensions).map(|cx| {
                 let otel_span = opentelemetry::trace::TraceContextExt::span(cx);
                 let ids = otel_span.span_context();
-                (ids.trace_id(), ids.span_id())
+                ((ids.trace_id(), ids.span_id()), span.id() == leaf_id)
             });
         }
         let Some(fields) = extensions.get::<SpanFields>() else {
@@ -682,7 +690,7 @@ pub(crate) fn write_access_line<'a, R>(
         let request_ids = write_scope_fields(line, keys, span);
         line.extend_from_slice(b",\"target\":");
         write_json_str(line, target);
-        if let Some((trace_id, span_id)) = request_ids {
+        if let Some(((trace_id, span_id), _)) = request_ids {
             write_ids(line, trace_id, span_id);
         }
         line.extend_from_slice(b"}\n");
@@ -692,17 +700,19 @@ pub(crate) fn write_access_line<'a, R>(
 
 impl<W> JsonLayer<W> {
     /// Appends `trace_id` and `span_id` when `span` is bridged to
-    /// OpenTelemetry. No span extensions may be borrowed while this runs.
-    fn write_trace_ids(&self, line: &mut Vec<u8>, span: &Id) {
+    /// OpenTelemetry, and says whether it is. No span extensions may be
+    /// borrowed while this runs.
+    fn write_trace_ids(&self, line: &mut Vec<u8>, span: &Id) -> bool {
         let Some(dispatch) = self.dispatch.get().and_then(WeakDispatch::upgrade) else {
-            return;
+            return false;
         };
         let Some(cx) = tracing_opentelemetry::get_otel_context(span, &dispatch) else {
-            return;
+            return false;
         };
         let otel_span = opentelemetry::trace::TraceContextExt::span(&cx);
         let span_context = otel_span.span_context();
         write_ids(line, span_context.trace_id(), span_context.span_id());
+        true
     }
 }
 

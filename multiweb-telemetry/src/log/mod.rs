@@ -85,8 +85,17 @@ pub(crate) fn install(
 /// lets the HTTP layer start its request spans' OpenTelemetry spans itself
 /// (see `trace::request`), which the bridge then does not see, and write
 /// its access log lines to the sink itself.
+///
+/// Without a `tracer` (the SDK disabled) there is no bridge: `tracing` spans
+/// stay plain spans and log lines get no ids from them; the request layer
+/// still writes the access lines, and lets an incoming `traceparent` pass
+/// through as the request's context, as the OpenTelemetry API does without
+/// an SDK.
+///
+/// Neither layer implements `on_register_dispatch`, which the `Option`s
+/// here would not forward (the JSON layer, which does, is boxed instead).
 pub(crate) fn otel_layers<S>(
-    tracer: opentelemetry_sdk::trace::SdkTracer,
+    tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
     direct: Option<LineSink>,
 ) -> impl Layer<S>
 where
@@ -95,14 +104,16 @@ where
     let filter = BridgeFilter {
         direct: direct.is_some(),
     };
-    tracing_opentelemetry::layer()
-        .with_tracer(tracer.clone())
-        .with_location(false)
-        .with_threads(false)
-        .with_tracked_inactivity(false)
-        .with_target(false)
-        .with_filter(filter)
-        .and_then(direct.map(|sink| RequestSpans::new(tracer, sink)))
+    let bridge = tracer.clone().map(|tracer| {
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_location(false)
+            .with_threads(false)
+            .with_tracked_inactivity(false)
+            .with_target(false)
+            .with_filter(filter)
+    });
+    Layer::and_then(bridge, direct.map(|sink| RequestSpans::new(tracer, sink)))
 }
 
 /// What the OpenTelemetry bridge sees: spans (but the request spans the
@@ -185,19 +196,15 @@ pub(crate) fn dispatch(
         .with(config.log_filter.clone())
         // The direct request spans hand their fields to the JSON layer
         // only; the pretty format gets them through the `tracing` span.
-        // With the SDK disabled (`OTEL_SDK_DISABLED`), no OpenTelemetry layer:
-        // `tracing` spans stay plain spans, nothing records, starts or
-        // propagates an OpenTelemetry span, and log lines carry no ids.
-        .with((!config.disabled).then(|| {
-            otel_layers(
-                tracer,
-                (config.log_format == LogFormat::Json && !config.bridge_request_spans).then(|| {
-                    let sink: LineSink =
-                        std::sync::Arc::new(move |line: &[u8]| direct.append(line));
-                    sink
-                }),
-            )
-        }))
+        // With the SDK disabled (`OTEL_SDK_DISABLED`), no tracer: no bridge
+        // and no OpenTelemetry span (see `otel_layers`).
+        .with(otel_layers(
+            (!config.disabled).then_some(tracer),
+            (config.log_format == LogFormat::Json && !config.bridge_request_spans).then(|| {
+                let sink: LineSink = std::sync::Arc::new(move |line: &[u8]| direct.append(line));
+                sink
+            }),
+        ))
         .with(format);
     tracing::Dispatch::new(subscriber)
 }

@@ -3,7 +3,7 @@
 //!
 //! [`init`](crate::init) bridges `tracing` spans to OpenTelemetry with
 //! `tracing-opentelemetry`, so every `#[tracing::instrument]` span becomes an
-//! OpenTelemetry span; the [HTTP layer](crate::http) starts each request's
+//! OpenTelemetry span (unless the SDK is disabled, see below); the [HTTP layer](crate::http) starts each request's
 //! span itself, and attaches its context while the handler runs, so the
 //! handler's spans are its children. Every JSON log line inside a span
 //! carries its `trace_id` and `span_id`, whether the trace is exported or not
@@ -33,11 +33,14 @@
 //! (`OTEL_EXPORTER_OTLP_TRACES_*`) replaces the general one.
 //!
 //! With `OTEL_SDK_DISABLED=true` (or
-//! [`TelemetryBuilder::disabled`](crate::TelemetryBuilder::disabled)) there
-//! is no OpenTelemetry span at all: the subscriber has no bridge, the HTTP
-//! layer starts none, log lines carry no ids and
-//! [`inject_context`] writes nothing. Without an endpoint (and the SDK on),
-//! spans are still made, so that log lines carry their ids, but not exported.
+//! [`TelemetryBuilder::disabled`](crate::TelemetryBuilder::disabled)) no
+//! OpenTelemetry span is made, as the OpenTelemetry API behaves without an
+//! SDK: the subscriber has no bridge and the HTTP layer starts no span. An
+//! incoming `traceparent` passes through unchanged: the request's log lines
+//! carry the caller's `trace_id` and `span_id`, and [`inject_context`]
+//! writes the caller's `traceparent`; without one, log lines carry no ids
+//! and nothing is propagated. Without an endpoint (and the SDK on), spans
+//! are still made, so that log lines carry their ids, but not exported.
 //!
 //! Finished spans wait in a bounded queue (2048 by default) and are sent in
 //! batches by a thread of their own, with its own runtime: exporting never
@@ -74,8 +77,9 @@
 //!
 //! # Propagation
 //!
-//! The HTTP layer continues an incoming W3C `traceparent`/`tracestate`;
-//! invalid headers are ignored and start a new trace. For outgoing calls,
+//! The HTTP layer continues an incoming W3C `traceparent`/`tracestate`
+//! (with the SDK disabled, passes it through); invalid headers are ignored
+//! and start a new trace. For outgoing calls,
 //! [`inject_context`] writes the current span's `traceparent` into a
 //! request's headers.
 

@@ -9,9 +9,10 @@
 //! lines only (the bridge does not see it). Entering the `tracing` span
 //! attaches the OpenTelemetry span's context (the HTTP layer's own enters do
 //! it in [`enter`], any other enter goes through [`RequestSpans`]), so the
-//! handler's own spans are its children. Fields recorded on the `tracing`
-//! span later (`user_id`, `error`, `otel.status_code`) are copied to the SDK
-//! span by [`RequestSpans`].
+//! handler's own spans are its children. With the SDK disabled there is no
+//! SDK span, and the context is the incoming `traceparent`'s, if any.
+//! Fields recorded on the `tracing` span later (`user_id`, `error`,
+//! `otel.status_code`) are copied to the SDK span by [`RequestSpans`].
 //!
 //! With the pretty log format,
 //! [`bridge_request_spans`](crate::TelemetryBuilder::bridge_request_spans),
@@ -43,13 +44,16 @@ use crate::log::{AccessFields, LineSink, RenderedFields};
 /// installed tracer, and copies fields recorded on a request's `tracing`
 /// span to its OpenTelemetry span.
 pub(crate) struct RequestSpans {
-    tracer: SdkTracer,
+    /// `None` with the SDK disabled: no span is started, and an incoming
+    /// `traceparent` passes through as the request's context, as the
+    /// OpenTelemetry API does without an SDK.
+    tracer: Option<SdkTracer>,
     /// Where the JSON layer writes its lines (see [`write_access_line`]).
     sink: LineSink,
 }
 
 impl RequestSpans {
-    pub(crate) fn new(tracer: SdkTracer, sink: LineSink) -> Self {
+    pub(crate) fn new(tracer: Option<SdkTracer>, sink: LineSink) -> Self {
         Self { tracer, sink }
     }
 }
@@ -286,7 +290,6 @@ pub(crate) fn start(
     span.with_subscriber(|(id, dispatch)| {
         let layer = dispatch.downcast_ref::<RequestSpans>()?;
         let data = dispatch.downcast_ref::<Registry>()?.span(id)?;
-        let parent = super::remote_parent(headers).unwrap_or_else(Context::current);
         let method = METHODS
             .get(attributes.method)
             .copied()
@@ -295,36 +298,25 @@ pub(crate) fn start(
             .route
             .zip(attributes.route_cache)
             .and_then(|(route, cache)| RouteCache::get(cache, route, attributes.method));
-        let name = match shared {
-            Some((_, shared)) => shared.name.clone(),
-            None => Cow::Owned(span_name(method, attributes.route)),
+        let cx = match &layer.tracer {
+            Some(tracer) => {
+                let parent = super::remote_parent(headers).unwrap_or_else(Context::current);
+                let name = match shared {
+                    Some((_, shared)) => shared.name.clone(),
+                    None => Cow::Owned(span_name(method, attributes.route)),
+                };
+                let otel_span = tracer
+                    .span_builder(name)
+                    .with_kind(SpanKind::Server)
+                    .with_attributes(span_attributes(method, attributes, shared))
+                    .start_with_context(tracer, &parent);
+                parent.with_span(otel_span)
+            }
+            // The SDK is disabled: no span of ours, only the caller's
+            // context, if it sent one (never a local span: ending the
+            // request would end it).
+            None => super::remote_parent(headers).unwrap_or_default(),
         };
-        let mut kvs = Vec::with_capacity(4);
-        kvs.push(KeyValue::new(
-            Key::from_static_str("http.request.method"),
-            Value::from(method),
-        ));
-        if let Some(route) = attributes.route {
-            let value = match shared {
-                Some((route, _)) => route.clone(),
-                None => StringValue::from(route.to_owned()),
-            };
-            kvs.push(KeyValue::new(
-                Key::from_static_str("http.route"),
-                Value::from(value),
-            ));
-        }
-        kvs.push(KeyValue::new(
-            Key::from_static_str("url.path"),
-            Value::from(attributes.path.to_owned()),
-        ));
-        let otel_span = layer
-            .tracer
-            .span_builder(name)
-            .with_kind(SpanKind::Server)
-            .with_attributes(kvs)
-            .start_with_context(&layer.tracer, &parent);
-        let cx = parent.with_span(otel_span);
         // The context, and the same values as fields of the log lines
         // inside the request.
         let mut extensions = data.extensions_mut();
@@ -351,6 +343,34 @@ pub(crate) fn start(
         Some(cx)
     })
     .flatten()
+}
+
+/// The request span's attributes when it starts.
+fn span_attributes(
+    method: &'static str,
+    attributes: &RequestAttributes<'_>,
+    shared: Option<(&StringValue, &MethodCache)>,
+) -> Vec<KeyValue> {
+    let mut kvs = Vec::with_capacity(4);
+    kvs.push(KeyValue::new(
+        Key::from_static_str("http.request.method"),
+        Value::from(method),
+    ));
+    if let Some(route) = attributes.route {
+        let value = match shared {
+            Some((route, _)) => route.clone(),
+            None => StringValue::from(route.to_owned()),
+        };
+        kvs.push(KeyValue::new(
+            Key::from_static_str("http.route"),
+            Value::from(value),
+        ));
+    }
+    kvs.push(KeyValue::new(
+        Key::from_static_str("url.path"),
+        Value::from(attributes.path.to_owned()),
+    ));
+    kvs
 }
 
 /// Writes the access log line of the request whose `tracing` span is `span`
