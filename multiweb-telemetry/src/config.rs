@@ -187,9 +187,10 @@ impl TelemetryBuilder {
     /// Turns tracing off, as `OTEL_SDK_DISABLED=true` asks of an
     /// OpenTelemetry SDK: no OpenTelemetry span is made (`tracing` spans
     /// stay plain spans), so log lines carry no `trace_id`/`span_id` of
-    /// their own; an incoming `traceparent` passes through unchanged, as the
-    /// OpenTelemetry API does without an SDK (the request's lines carry the
-    /// caller's ids, outgoing calls continue the caller's trace). Logs (with
+    /// their own; with JSON logs an incoming `traceparent` passes through
+    /// unchanged, as the OpenTelemetry API does without an SDK (the
+    /// request's lines carry the caller's ids, outgoing calls continue the
+    /// caller's trace). Logs (with
     /// their request fields) and metrics stay on. To keep ids in every log
     /// line without exporting anything, leave the SDK on and configure no
     /// endpoint.

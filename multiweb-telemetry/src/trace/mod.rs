@@ -3,9 +3,10 @@
 //!
 //! [`init`](crate::init) bridges `tracing` spans to OpenTelemetry with
 //! `tracing-opentelemetry`, so every `#[tracing::instrument]` span becomes an
-//! OpenTelemetry span (unless the SDK is disabled, see below); the [HTTP layer](crate::http) starts each request's
-//! span itself, and attaches its context while the handler runs, so the
-//! handler's spans are its children. Every JSON log line inside a span
+//! OpenTelemetry span (unless the SDK is disabled, see below); the
+//! [HTTP layer](crate::http) starts each request's span itself, and attaches
+//! its context while the handler runs, so the handler's spans are its
+//! children. Every JSON log line inside a span
 //! carries its `trace_id` and `span_id`, whether the trace is exported or not
 //! (unless the SDK is disabled, see below).
 //!
@@ -35,11 +36,14 @@
 //! With `OTEL_SDK_DISABLED=true` (or
 //! [`TelemetryBuilder::disabled`](crate::TelemetryBuilder::disabled)) no
 //! OpenTelemetry span is made, as the OpenTelemetry API behaves without an
-//! SDK: the subscriber has no bridge and the HTTP layer starts no span. An
-//! incoming `traceparent` passes through unchanged: the request's log lines
-//! carry the caller's `trace_id` and `span_id`, and [`inject_context`]
-//! writes the caller's `traceparent`; without one, log lines carry no ids
-//! and nothing is propagated. Without an endpoint (and the SDK on), spans
+//! SDK: the subscriber has no bridge and the HTTP layer starts no span. With
+//! JSON logs (the default), an incoming `traceparent` passes through
+//! unchanged: the request's log lines carry the caller's `trace_id` and
+//! `span_id`, and [`inject_context`] writes the caller's `traceparent`
+//! (with the pretty format, or
+//! [`bridge_request_spans`](crate::TelemetryBuilder::bridge_request_spans),
+//! it does not); without one, log lines carry no ids and nothing is
+//! propagated. Without an endpoint (and the SDK on), spans
 //! are still made, so that log lines carry their ids, but not exported.
 //!
 //! Finished spans wait in a bounded queue (2048 by default) and are sent in
