@@ -59,13 +59,17 @@ trap cleanup EXIT
 BASE_APP=""
 if [ -n "${BASE:-}" ]; then
   base=$(git rev-parse --verify "$BASE^{commit}")
-  # Built in a worktree sharing target/ (only the changed crates rebuild);
-  # the binary is copied out before the working tree's build replaces it.
+  # Built in a worktree, into a target directory of its own (kept, so only
+  # the changed crates rebuild next time). Not target/ itself: cargo names a
+  # workspace crate's artifacts the same in any checkout and judges them by
+  # mtime against paths relative to the crate, so after the base build the
+  # working tree's (older) files would look built, and its binary would be
+  # the base's.
   repo=$PWD
   git worktree add -q --detach "$base_dir/tree" "$base"
-  (cd "$base_dir/tree" && CARGO_TARGET_DIR="$repo/target" cargo build --release --example marketplace -q)
+  (cd "$base_dir/tree" && CARGO_TARGET_DIR="$repo/target/load-base" cargo build --release --example marketplace -q)
   BASE_APP="$base_dir/marketplace"
-  cp target/release/examples/marketplace "$BASE_APP"
+  cp target/load-base/release/examples/marketplace "$BASE_APP"
 fi
 cargo build --release --example marketplace -q
 
