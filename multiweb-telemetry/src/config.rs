@@ -190,10 +190,9 @@ impl TelemetryBuilder {
     /// their own; with JSON logs an incoming `traceparent` passes through
     /// unchanged, as the OpenTelemetry API does without an SDK (the
     /// request's lines carry the caller's ids, outgoing calls continue the
-    /// caller's trace). Logs (with
-    /// their request fields) and metrics stay on. To keep ids in every log
-    /// line without exporting anything, leave the SDK on and configure no
-    /// endpoint.
+    /// caller's trace). Logs (with their request fields) and metrics stay
+    /// on. To keep ids in every log line without exporting anything, leave
+    /// the SDK on and configure no endpoint.
     ///
     /// Overrides `OTEL_SDK_DISABLED`. Defaults to `false`.
     pub fn disabled(mut self, disabled: bool) -> Self {

@@ -1194,11 +1194,11 @@ mod tests {
     }
 
     /// Writing the access line without dispatching an event must leave no
-    /// per-layer filter state behind, and log events never reach the
-    /// bridge as span events (an `enabled!` check records which
+    /// per-layer filter state behind (an `enabled!` check records which
     /// filters said no, and only a dispatched event clears that): the
     /// spans opened next on the same thread (here a job between requests,
     /// and the next requests' handler spans) are exported and parented.
+    /// And log events never reach the bridge as span events.
     #[tokio::test]
     async fn spans_after_an_access_line_are_all_exported() {
         let (exported, logs, _default, app) = init_like(true);
