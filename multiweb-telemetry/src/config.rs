@@ -782,7 +782,16 @@ fn otlp_headers(env: &Env<'_>) -> Result<http::HeaderMap, Error> {
                     _ => Err((EXPECTED, None)),
                 }
             })
-            .collect::<Result<http::HeaderMap, Rejection>>()
+            .collect::<Result<Vec<_>, Rejection>>()
+            .map(|pairs| {
+                // `insert`, not `extend` (which appends): names differing
+                // only in case are one header, and the last value wins.
+                let mut headers = http::HeaderMap::with_capacity(pairs.len());
+                for (key, value) in pairs {
+                    headers.insert(key, value);
+                }
+                headers
+            })
     };
     let headers = traces_or_general(
         env,
@@ -1190,7 +1199,7 @@ mod tests {
                 ("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=abc,tenant=t1"),
                 (
                     "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
-                    "tenant=t2,x-scope=a%20b",
+                    "tenant=t2,x-scope=a%20b,X-Scope=c",
                 ),
             ],
         )
@@ -1202,8 +1211,9 @@ mod tests {
             .collect();
         assert_eq!(
             pairs,
-            [("tenant", "t2"), ("x-scope", "a b")],
-            "the traces variable replaces the general one"
+            [("tenant", "t2"), ("x-scope", "c")],
+            "the traces variable replaces the general one; one value per \
+             header name, in any case, the last"
         );
         assert!(headers.values().all(http::HeaderValue::is_sensitive));
         assert!(!format!("{headers:?}").contains("t2"), "{headers:?}");

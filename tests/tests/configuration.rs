@@ -47,8 +47,10 @@ fn junk_values_are_errors_naming_the_variable() {
     }
 }
 
-/// `gzip` is not in this build: the app starts, exports uncompressed, and
-/// says so once.
+/// `gzip` is not in this build: the app starts and serves, and says once
+/// that it exports uncompressed. (The exporter sends the same requests as
+/// without the setting; its HTTP tests check them against a local
+/// collector, and `traces.rs` against rotel.)
 #[test]
 fn gzip_falls_back_to_uncompressed_with_one_warning() {
     let app = start_marketplace(

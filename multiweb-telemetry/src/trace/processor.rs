@@ -344,7 +344,7 @@ struct Worker {
 impl Worker {
     fn run(mut self) {
         loop {
-            let (mut spans, control) = {
+            let (spans, control) = {
                 let mut state = self.queue.lock();
                 if state.spans.len() < MAX_BATCH && state.control.is_empty() {
                     self.queue.asleep.store(true, Ordering::Relaxed);
@@ -368,10 +368,8 @@ impl Worker {
                     self.exporter.set_resource(resource);
                 }
             }
-            while !spans.is_empty() {
-                let rest = spans.split_off(spans.len().min(MAX_BATCH));
-                self.export(&mut spans);
-                spans = rest;
+            for batch in spans.chunks(MAX_BATCH) {
+                self.export(batch);
             }
             for message in control {
                 match message {
@@ -388,41 +386,31 @@ impl Worker {
         }
     }
 
-    fn export(&mut self, batch: &mut Vec<SpanData>) {
-        if batch.is_empty() {
-            return;
-        }
+    fn export(&mut self, batch: &[SpanData]) {
         let count = batch.len() as u64;
         let (exporter, timeout) = (&mut self.exporter, self.timeout);
         let result = self
             .runtime
             .block_on(async { tokio::time::timeout(timeout, exporter.export(batch)).await });
-        batch.clear();
-        let (dropped, error) = match result {
-            Ok(Ok(partial)) if partial == PartialSuccess::default() => {
-                self.exported.increment(count);
-                return;
-            }
+        let error = match result {
             Ok(Ok(partial)) => {
-                self.exported.increment(count - partial.rejected);
+                self.exported
+                    .increment(count.saturating_sub(partial.rejected));
                 self.dropped.increment(partial.rejected);
-                self.warn_partial(count, &partial);
+                if partial != PartialSuccess::default() {
+                    self.warn_partial(count, &partial);
+                }
                 return;
             }
-            Ok(Err(err)) => (count, err.to_string()),
-            Err(_) => (count, format!("no answer within {timeout:?}")),
+            Ok(Err(err)) => err.to_string(),
+            Err(_) => format!("no answer within {timeout:?}"),
         };
-        self.dropped.increment(dropped);
-        let now = Instant::now();
-        if self
-            .last_warning
-            .is_none_or(|last| now.duration_since(last) >= WARN_EVERY)
-        {
-            self.last_warning = Some(now);
+        self.dropped.increment(count);
+        if due(&mut self.last_warning) {
             tracing::warn!(
                 target: "multiweb_telemetry::trace",
                 error = %error,
-                dropped,
+                dropped = count,
                 "span export failed; dropping spans until the collector answers \
                  (counted in multiweb_telemetry_spans_dropped_total, logged at most once a minute)"
             );
@@ -432,14 +420,9 @@ impl Worker {
     /// Logs what a collector said when it accepted a batch only in part (or
     /// with a warning), at most once a minute.
     fn warn_partial(&mut self, count: u64, partial: &PartialSuccess) {
-        let now = Instant::now();
-        if self
-            .last_partial
-            .is_some_and(|last| now.duration_since(last) < WARN_EVERY)
-        {
+        if !due(&mut self.last_partial) {
             return;
         }
-        self.last_partial = Some(now);
         tracing::warn!(
             target: "multiweb_telemetry::trace",
             rejected = partial.rejected,
@@ -450,4 +433,15 @@ impl Worker {
              logged at most once a minute)"
         );
     }
+}
+
+/// Whether a warning limited to one per [`WARN_EVERY`] may be logged now;
+/// notes it in `last` if so.
+fn due(last: &mut Option<Instant>) -> bool {
+    let now = Instant::now();
+    if last.is_some_and(|last| now.duration_since(last) < WARN_EVERY) {
+        return false;
+    }
+    *last = Some(now);
+    true
 }

@@ -416,18 +416,17 @@ mod tests {
         }
     }
 
-    /// The request decoded; also checks that the bytes are exactly those
-    /// prost writes for `opentelemetry-proto`'s conversion (decoding alone
-    /// is lenient).
-    fn decoded(resource: &Resource, spans: &[SpanData]) -> ExportTraceServiceRequest {
+    /// Checks the request written for `spans`: decoded, it is
+    /// `opentelemetry-proto`'s conversion (the readable difference when it
+    /// is not), and its bytes are exactly those prost writes for that
+    /// conversion (decoding alone is lenient).
+    fn assert_encodes_as_reference(resource: &Resource, spans: &[SpanData]) {
         let mut buf = Vec::new();
         export_request(&mut buf, &EncodedResource::new(resource), spans);
-        assert_eq!(
-            buf,
-            reference(resource, spans).encode_to_vec(),
-            "same bytes"
-        );
-        ExportTraceServiceRequest::decode(buf.as_slice()).expect("valid protobuf")
+        let decoded = ExportTraceServiceRequest::decode(buf.as_slice()).expect("valid protobuf");
+        let reference = reference(resource, spans);
+        assert_eq!(decoded, reference, "{spans:?}");
+        assert_eq!(buf, reference.encode_to_vec(), "same bytes");
     }
 
     fn reference(resource: &Resource, spans: &[SpanData]) -> ExportTraceServiceRequest {
@@ -492,20 +491,13 @@ mod tests {
             &[plain.clone(), child, other, before_epoch, producer],
         ];
         for batch in batches {
-            assert_eq!(
-                decoded(&resource, batch),
-                reference(&resource, batch),
-                "{batch:?}"
-            );
+            assert_encodes_as_reference(&resource, batch);
         }
         // The exporter never sends an empty batch; nothing is written for one.
         let mut buf = Vec::new();
         export_request(&mut buf, &EncodedResource::new(&resource), &[]);
         assert!(buf.is_empty());
-        assert_eq!(
-            decoded(&Resource::builder_empty().build(), &[span("x", &scope)]),
-            reference(&Resource::builder_empty().build(), &[span("x", &scope)])
-        );
+        assert_encodes_as_reference(&Resource::builder_empty().build(), &[span("x", &scope)]);
     }
 
     #[test]
@@ -516,11 +508,7 @@ mod tests {
         let mut buf = Vec::new();
         export_request(&mut buf, &EncodedResource::new(&resource), &spans);
         assert!(buf.len() > 1 << 14, "{}", buf.len());
-        assert_eq!(buf, reference(&resource, &spans).encode_to_vec());
-        assert_eq!(
-            ExportTraceServiceRequest::decode(buf.as_slice()).unwrap(),
-            reference(&resource, &spans)
-        );
+        assert_encodes_as_reference(&resource, &spans);
     }
 
     #[test]
@@ -537,17 +525,19 @@ mod tests {
             }
             .encode_to_vec()
         };
-        let read = |bytes: &[u8]| {
-            let (rejected, message) = partial_success(bytes);
-            (rejected, message)
-        };
-        assert_eq!(read(&response(7, "too old")), (7, "too old".to_owned()));
-        assert_eq!(read(&response(0, "a warning")), (0, "a warning".to_owned()));
-        assert_eq!(read(&[]), (0, String::new()));
+        assert_eq!(
+            partial_success(&response(7, "too old")),
+            (7, "too old".to_owned())
+        );
+        assert_eq!(
+            partial_success(&response(0, "a warning")),
+            (0, "a warning".to_owned())
+        );
+        assert_eq!(partial_success(&[]), (0, String::new()));
         // Truncated or garbage responses count nothing rather than fail.
         let mut truncated = response(300, "x");
         truncated.truncate(3);
-        assert_eq!(read(&truncated).0, 0);
-        assert_eq!(read(&[0xff; 12]), (0, String::new()));
+        assert_eq!(partial_success(&truncated).0, 0);
+        assert_eq!(partial_success(&[0xff; 12]), (0, String::new()));
     }
 }
