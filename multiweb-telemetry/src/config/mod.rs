@@ -1,0 +1,65 @@
+//! Settings: the public builder ([`builder`]), the environment variables
+//! and their parsers ([`env`]), and the settings resolved from both
+//! ([`resolved`]). Code wins over the environment, which wins over the
+//! defaults.
+
+mod builder;
+mod env;
+mod resolved;
+#[cfg(test)]
+mod tests;
+
+pub use builder::TelemetryBuilder;
+pub(crate) use resolved::{Buckets, Config, OtlpExport};
+
+/// Default histogram buckets, in seconds.
+///
+/// They suit web latency and bracket the guide's thresholds: the `HighLatency`
+/// alert (P95 > 0.5 s) and the slow-request log query (`duration > 1.0`).
+pub const DEFAULT_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Default number of log lines buffered before new lines are dropped (and counted).
+pub const DEFAULT_LOG_BUFFER_LINES: usize = 128_000;
+
+/// The OTLP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OtlpProtocol {
+    /// OTLP over gRPC, usually port 4317 (`grpc`).
+    Grpc,
+    /// OTLP over HTTP with protobuf bodies, usually port 4318 (`http/protobuf`).
+    HttpProtobuf,
+}
+
+/// The standard samplers of `OTEL_TRACES_SAMPLER`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum TraceSampler {
+    /// Keep every trace (`always_on`).
+    AlwaysOn,
+    /// Keep no trace (`always_off`).
+    AlwaysOff,
+    /// Keep this fraction of traces, decided from the trace id (`traceidratio`).
+    TraceIdRatio(f64),
+    /// Follow the parent's sampled flag; for root spans keep every trace
+    /// (`parentbased_always_on`, the specification's default).
+    ParentBasedAlwaysOn,
+    /// Follow the parent's sampled flag; for root spans keep none (`parentbased_always_off`).
+    ParentBasedAlwaysOff,
+    /// Follow the parent's sampled flag; for root spans keep this fraction
+    /// (`parentbased_traceidratio`).
+    ParentBasedTraceIdRatio(f64),
+}
+
+/// How log lines are written to stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum LogFormat {
+    /// One JSON object per line, for Loki (`MULTIWEB_LOG_FORMAT=json`). The default.
+    #[default]
+    Json,
+    /// Human-readable multi-line output for local development (`MULTIWEB_LOG_FORMAT=pretty`).
+    Pretty,
+}

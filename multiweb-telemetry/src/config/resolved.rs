@@ -1,0 +1,361 @@
+//! The settings resolved from the builder, the environment and the defaults.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+
+use super::env::{
+    BoxError, Env, otlp_compression, otlp_headers, otlp_timeout, parse_bool, parse_endpoint,
+    parse_resource_attributes, vars, with_traces_path,
+};
+use super::{
+    DEFAULT_BUCKETS, DEFAULT_LOG_BUFFER_LINES, LogFormat, OtlpProtocol, TelemetryBuilder,
+    TraceSampler,
+};
+use crate::Error;
+
+impl TelemetryBuilder {
+    /// Resolves every setting against `env` and the defaults, without
+    /// installing anything.
+    pub(crate) fn resolve(&self, env: &dyn Fn(&str) -> Option<OsString>) -> Result<Config, Error> {
+        let env = Env(env);
+        let service_name = match &self.service_name {
+            Some(name) => name.clone(),
+            None => match env.get(vars::OTEL_SERVICE_NAME)? {
+                Some(name) => name.trim().to_owned(),
+                None => default_service_name(),
+            },
+        };
+
+        let mut resource_attributes = env
+            .parse(vars::OTEL_RESOURCE_ATTRIBUTES, parse_resource_attributes)?
+            .unwrap_or_default();
+        for (key, value) in &self.resource_attributes {
+            resource_attributes.retain(|(k, _)| k != key);
+            resource_attributes.push((key.clone(), value.clone()));
+        }
+
+        let disabled = match self.disabled {
+            Some(disabled) => disabled,
+            None => env
+                .parse(vars::OTEL_SDK_DISABLED, |raw| {
+                    parse_bool(raw).ok_or(("`true` or `false`", None))
+                })?
+                .unwrap_or(false),
+        };
+
+        let log_format = match self.log_format {
+            Some(format) => format,
+            None => env
+                .parse(vars::MULTIWEB_LOG_FORMAT, |raw| {
+                    match raw.trim().to_ascii_lowercase().as_str() {
+                        "json" => Ok(LogFormat::Json),
+                        "pretty" => Ok(LogFormat::Pretty),
+                        _ => Err(("`json` or `pretty`", None)),
+                    }
+                })?
+                .unwrap_or_default(),
+        };
+
+        let metrics_addr = match self.metrics_addr {
+            Some(addr) => Some(addr),
+            None => env.parse(vars::MULTIWEB_METRICS_ADDR, |raw| {
+                raw.trim().parse::<SocketAddr>().map_err(|err| {
+                    let err: BoxError = Box::new(err);
+                    ("a socket address such as `127.0.0.1:9464`", Some(err))
+                })
+            })?,
+        };
+
+        let metrics_token = match &self.metrics_token {
+            Some(token) => Some(token.clone()),
+            None => env.get(vars::MULTIWEB_METRICS_TOKEN)?,
+        }
+        .filter(|token| !token.is_empty());
+
+        let log_buffer_lines = self.log_buffer_lines.unwrap_or(DEFAULT_LOG_BUFFER_LINES);
+        if log_buffer_lines == 0 {
+            return Err(Error::InvalidSetting {
+                setting: "log_buffer_lines(0)".to_owned(),
+                reason: "the buffer must hold at least one line",
+            });
+        }
+
+        let traces = self.resolve_traces(&env, disabled)?;
+
+        Ok(Config {
+            traces,
+            service_version: self.service_version.clone(),
+            service_name,
+            resource_attributes,
+            disabled,
+            log_filter: self.resolve_log_filter(&env)?,
+            log_format,
+            metrics_addr,
+            metrics_token,
+            log_buffer_lines,
+            buckets: self.resolve_buckets()?,
+            process_metrics: self.process_metrics.unwrap_or(true),
+            bridge_request_spans: self.bridge_request_spans.unwrap_or(false),
+        })
+    }
+
+    /// Where the exporter sends to, and whether that is a base URL (to which
+    /// HTTP appends `/v1/traces`) rather than the full URL.
+    fn resolve_otlp_endpoint(&self, env: &Env<'_>) -> Result<Option<(String, bool)>, Error> {
+        let endpoint = |name| {
+            env.parse(name, |raw| {
+                parse_endpoint(raw)?;
+                Ok(raw.trim().to_owned())
+            })
+        };
+        Ok(if let Some(url) = &self.otlp_endpoint {
+            parse_endpoint(url).map_err(|(reason, _)| Error::InvalidSetting {
+                setting: format!("otlp_endpoint({url:?})"),
+                reason,
+            })?;
+            Some((url.trim().to_owned(), true))
+        } else {
+            // The traces variable replaces the general one, which is then
+            // not read (it may be meant for other signals or SDKs).
+            match endpoint(vars::OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)? {
+                Some(url) => Some((url, false)),
+                None => endpoint(vars::OTEL_EXPORTER_OTLP_ENDPOINT)?.map(|url| (url, true)),
+            }
+        })
+    }
+
+    fn resolve_traces(&self, env: &Env<'_>, disabled: bool) -> Result<TraceConfig, Error> {
+        let endpoint = self.resolve_otlp_endpoint(env)?;
+        let protocol = if let Some(protocol) = self.otlp_protocol {
+            protocol
+        } else {
+            {
+                let parse = |raw: &str| match raw.trim() {
+                    "grpc" => Ok(OtlpProtocol::Grpc),
+                    "http/protobuf" => Ok(OtlpProtocol::HttpProtobuf),
+                    _ => Err(("`grpc` or `http/protobuf`", None)),
+                };
+                match env.parse(vars::OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, parse)? {
+                    Some(protocol) => protocol,
+                    None => env
+                        .parse(vars::OTEL_EXPORTER_OTLP_PROTOCOL, parse)?
+                        .unwrap_or(OtlpProtocol::HttpProtobuf),
+                }
+            }
+        };
+        let sampler = if let Some(sampler) = self.sampler {
+            sampler
+        } else {
+            {
+                let arg = env.parse(vars::OTEL_TRACES_SAMPLER_ARG, |raw| {
+                    match raw.trim().parse::<f64>() {
+                        Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(ratio),
+                        _ => Err(("a ratio from 0 to 1, such as `0.05`", None)),
+                    }
+                })?;
+                let sampler = env.parse(vars::OTEL_TRACES_SAMPLER, |raw| {
+                    let ratio = arg.unwrap_or(1.0);
+                    match raw.trim() {
+                        "always_on" => Ok(TraceSampler::AlwaysOn),
+                        "always_off" => Ok(TraceSampler::AlwaysOff),
+                        "traceidratio" => Ok(TraceSampler::TraceIdRatio(ratio)),
+                        "parentbased_always_on" => Ok(TraceSampler::ParentBasedAlwaysOn),
+                        "parentbased_always_off" => Ok(TraceSampler::ParentBasedAlwaysOff),
+                        "parentbased_traceidratio" => {
+                            Ok(TraceSampler::ParentBasedTraceIdRatio(ratio))
+                        }
+                        _ => Err((
+                            "one of `always_on`, `always_off`, `traceidratio`, \
+                             `parentbased_always_on`, `parentbased_always_off`, \
+                             `parentbased_traceidratio`",
+                            None,
+                        )),
+                    }
+                })?;
+                match (sampler, arg) {
+                    (Some(sampler), _) => sampler,
+                    (None, Some(ratio)) => TraceSampler::ParentBasedTraceIdRatio(ratio),
+                    (None, None) => TraceSampler::ParentBasedAlwaysOn,
+                }
+            }
+        };
+        if let TraceSampler::TraceIdRatio(ratio) | TraceSampler::ParentBasedTraceIdRatio(ratio) =
+            sampler
+            && !(0.0..=1.0).contains(&ratio)
+        {
+            return Err(Error::InvalidSetting {
+                setting: format!("sampler({sampler:?})"),
+                reason: "the ratio must be from 0 to 1",
+            });
+        }
+        let keep_errors = match self.keep_error_traces {
+            Some(keep) => keep,
+            None => env
+                .parse(vars::MULTIWEB_TRACES_KEEP_ERRORS, |raw| {
+                    parse_bool(raw).ok_or(("`true` or `false`", None))
+                })?
+                .unwrap_or(true),
+        };
+        let headers = otlp_headers(env)?;
+        let timeout = otlp_timeout(env)?;
+        let gzip_asked_by = otlp_compression(env)?;
+        let queue_size = self.span_queue_size.unwrap_or(2048);
+        if queue_size == 0 {
+            return Err(Error::InvalidSetting {
+                setting: "span_queue_size(0)".to_owned(),
+                reason: "the queue must hold at least one span",
+            });
+        }
+        let export = endpoint
+            .filter(|_| !disabled)
+            .map(|(url, is_base)| OtlpExport {
+                endpoint: match protocol {
+                    OtlpProtocol::HttpProtobuf if is_base => with_traces_path(&url),
+                    _ => url,
+                },
+                protocol,
+                headers,
+                timeout,
+                gzip_asked_by,
+            });
+        Ok(TraceConfig {
+            export,
+            sampler,
+            keep_errors,
+            queue_size,
+        })
+    }
+
+    fn resolve_log_filter(&self, env: &Env<'_>) -> Result<tracing_subscriber::EnvFilter, Error> {
+        let parse = |directives: &str| tracing_subscriber::EnvFilter::builder().parse(directives);
+        if let Some(directives) = &self.log_filter {
+            return parse(directives).map_err(|_| Error::InvalidSetting {
+                setting: format!("log_filter({directives:?})"),
+                reason: "not valid `RUST_LOG` filter directives",
+            });
+        }
+        let from_env = env.parse(vars::RUST_LOG, |raw| {
+            parse(raw).map_err(|err| {
+                let err: BoxError = Box::new(err);
+                (
+                    "`RUST_LOG` filter directives such as `info,my_crate=debug`",
+                    Some(err),
+                )
+            })
+        })?;
+        Ok(from_env.unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info")))
+    }
+
+    fn resolve_buckets(&self) -> Result<Buckets, Error> {
+        let default = match &self.default_buckets {
+            Some(bounds) => checked_buckets("histogram_buckets", bounds)?,
+            None => DEFAULT_BUCKETS.to_vec(),
+        };
+        let per_metric = self
+            .buckets_for
+            .iter()
+            .map(|(metric, bounds)| {
+                let setting = format!("histogram_buckets_for({metric:?})");
+                Ok((metric.clone(), checked_buckets(&setting, bounds)?))
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        Ok(Buckets {
+            default,
+            per_metric,
+        })
+    }
+}
+
+/// Trace settings, resolved.
+#[derive(Debug, Clone)]
+pub(crate) struct TraceConfig {
+    /// Where spans are exported, if they are.
+    pub(crate) export: Option<OtlpExport>,
+    pub(crate) sampler: TraceSampler,
+    pub(crate) keep_errors: bool,
+    pub(crate) queue_size: usize,
+}
+
+/// Where and how spans are exported, resolved.
+#[derive(Debug, Clone)]
+pub(crate) struct OtlpExport {
+    pub(crate) protocol: OtlpProtocol,
+    /// For HTTP the full URL (`.../v1/traces`), for gRPC the collector's.
+    pub(crate) endpoint: String,
+    /// `OTEL_EXPORTER_OTLP_TRACES_HEADERS`, else `OTEL_EXPORTER_OTLP_HEADERS`
+    /// (values marked sensitive: `Debug` does not show them).
+    pub(crate) headers: http::HeaderMap,
+    /// Longest one export request may take.
+    pub(crate) timeout: std::time::Duration,
+    /// The variable that asked for gzip, which this build cannot do: the
+    /// requests go uncompressed, with one warning at start.
+    pub(crate) gzip_asked_by: Option<&'static str>,
+}
+
+/// Every setting, resolved.
+#[derive(Debug)]
+pub(crate) struct Config {
+    pub(crate) traces: TraceConfig,
+    pub(crate) service_version: Option<String>,
+    pub(crate) service_name: String,
+    pub(crate) resource_attributes: Vec<(String, String)>,
+    #[allow(
+        dead_code,
+        reason = "folded into `traces.export`; kept for diagnostics"
+    )]
+    pub(crate) disabled: bool,
+    pub(crate) log_filter: tracing_subscriber::EnvFilter,
+    pub(crate) log_format: LogFormat,
+    pub(crate) metrics_addr: Option<SocketAddr>,
+    pub(crate) metrics_token: Option<String>,
+    pub(crate) log_buffer_lines: usize,
+    pub(crate) buckets: Buckets,
+    pub(crate) process_metrics: bool,
+    /// Request spans through the bridge (see `trace::request`).
+    pub(crate) bridge_request_spans: bool,
+}
+
+/// Histogram bucket settings, checked.
+#[derive(Debug, Clone)]
+pub(crate) struct Buckets {
+    pub(crate) default: Vec<f64>,
+    pub(crate) per_metric: Vec<(String, Vec<f64>)>,
+}
+
+impl Default for Buckets {
+    fn default() -> Self {
+        Self {
+            default: DEFAULT_BUCKETS.to_vec(),
+            per_metric: Vec::new(),
+        }
+    }
+}
+
+fn checked_buckets(setting: &str, bounds: &[f64]) -> Result<Vec<f64>, Error> {
+    let invalid = |reason| Error::InvalidSetting {
+        setting: setting.to_owned(),
+        reason,
+    };
+    if bounds.is_empty() {
+        return Err(invalid("at least one bucket bound is needed"));
+    }
+    if bounds.iter().any(|b| !b.is_finite()) {
+        return Err(invalid(
+            "bucket bounds must be finite (`+Inf` is always added)",
+        ));
+    }
+    if bounds.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(invalid("bucket bounds must be strictly increasing"));
+    }
+    Ok(bounds.to_vec())
+}
+
+fn default_service_name() -> String {
+    let exe = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()));
+    match exe {
+        Some(exe) => format!("unknown_service:{exe}"),
+        None => "unknown_service".to_owned(),
+    }
+}

@@ -1,0 +1,439 @@
+//! How settings resolve from code, the environment and the defaults.
+
+use std::ffi::OsString;
+
+use super::*;
+use crate::Error;
+use std::collections::HashMap;
+
+fn resolve(builder: &TelemetryBuilder, env: &[(&str, &str)]) -> Result<Config, Error> {
+    let env: HashMap<String, OsString> = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), OsString::from(v)))
+        .collect();
+    builder.resolve(&|name| env.get(name).cloned())
+}
+
+fn env_error(name: &str, value: &str) -> String {
+    match resolve(&TelemetryBuilder::default(), &[(name, value)]) {
+        Err(err @ Error::InvalidEnv { .. }) => err.to_string(),
+        other => panic!("expected InvalidEnv for {name}={value:?}, got {other:?}"),
+    }
+}
+
+#[test]
+fn defaults_apply_without_environment() {
+    let config = resolve(&TelemetryBuilder::default(), &[]).unwrap();
+    assert!(config.service_name.starts_with("unknown_service"));
+    assert!(!config.disabled);
+    assert_eq!(config.log_format, LogFormat::Json);
+    assert_eq!(config.metrics_addr, None);
+    assert_eq!(config.log_filter.to_string(), "info");
+    assert_eq!(config.buckets.default, DEFAULT_BUCKETS);
+    assert!(DEFAULT_BUCKETS.contains(&0.5) && DEFAULT_BUCKETS.contains(&1.0));
+}
+
+#[test]
+fn environment_is_read() {
+    let config = resolve(
+        &TelemetryBuilder::default(),
+        &[
+            ("OTEL_SERVICE_NAME", "multiweb-api"),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "deployment.environment=prod,team=web%20shop",
+            ),
+            ("OTEL_SDK_DISABLED", "TRUE"),
+            ("RUST_LOG", "warn,multiweb=debug"),
+            ("MULTIWEB_LOG_FORMAT", "pretty"),
+            ("MULTIWEB_METRICS_ADDR", "127.0.0.1:9464"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(config.service_name, "multiweb-api");
+    assert_eq!(
+        config.resource_attributes,
+        vec![
+            ("deployment.environment".to_owned(), "prod".to_owned()),
+            ("team".to_owned(), "web shop".to_owned())
+        ]
+    );
+    assert!(config.disabled);
+    assert_eq!(config.log_format, LogFormat::Pretty);
+    assert_eq!(config.metrics_addr, Some("127.0.0.1:9464".parse().unwrap()));
+    assert_eq!(config.log_filter.to_string(), "multiweb=debug,warn");
+}
+
+#[test]
+fn builder_wins_over_environment() {
+    let builder = TelemetryBuilder::default()
+        .service_name("from-code")
+        .disabled(false)
+        .log_format(LogFormat::Json)
+        .metrics_addr("127.0.0.1:1".parse().unwrap())
+        .resource_attribute("team", "code");
+    let config = resolve(
+        &builder,
+        &[
+            ("OTEL_SERVICE_NAME", "from-env"),
+            ("OTEL_SDK_DISABLED", "true"),
+            ("MULTIWEB_LOG_FORMAT", "pretty"),
+            ("MULTIWEB_METRICS_ADDR", "127.0.0.1:2"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "team=env,region=eu"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(config.service_name, "from-code");
+    assert!(!config.disabled);
+    assert_eq!(config.log_format, LogFormat::Json);
+    assert_eq!(config.metrics_addr, Some("127.0.0.1:1".parse().unwrap()));
+    assert_eq!(
+        config.resource_attributes,
+        vec![
+            ("region".to_owned(), "eu".to_owned()),
+            ("team".to_owned(), "code".to_owned())
+        ]
+    );
+}
+
+#[test]
+fn empty_variables_count_as_unset() {
+    let config = resolve(
+        &TelemetryBuilder::default(),
+        &[("OTEL_SDK_DISABLED", ""), ("MULTIWEB_METRICS_ADDR", "  ")],
+    )
+    .unwrap();
+    assert!(!config.disabled);
+    assert_eq!(config.metrics_addr, None);
+}
+
+#[test]
+fn bad_environment_values_name_the_variable_and_value() {
+    assert_eq!(
+        env_error("MULTIWEB_METRICS_ADDR", "localhost:port"),
+        "invalid value \"localhost:port\" for environment variable MULTIWEB_METRICS_ADDR: \
+         expected a socket address such as `127.0.0.1:9464`"
+    );
+    assert_eq!(
+        env_error("OTEL_SDK_DISABLED", "yes"),
+        "invalid value \"yes\" for environment variable OTEL_SDK_DISABLED: \
+         expected `true` or `false`"
+    );
+    assert_eq!(
+        env_error("MULTIWEB_LOG_FORMAT", "xml"),
+        "invalid value \"xml\" for environment variable MULTIWEB_LOG_FORMAT: \
+         expected `json` or `pretty`"
+    );
+    assert!(
+        env_error("RUST_LOG", "info,[")
+            .starts_with("invalid value \"info,[\" for environment variable RUST_LOG")
+    );
+    assert!(
+        env_error("OTEL_RESOURCE_ATTRIBUTES", "novalue").starts_with(
+            "invalid value \"novalue\" for environment variable OTEL_RESOURCE_ATTRIBUTES"
+        )
+    );
+    assert!(env_error("OTEL_RESOURCE_ATTRIBUTES", "=x").contains("OTEL_RESOURCE_ATTRIBUTES"));
+    assert!(env_error("OTEL_RESOURCE_ATTRIBUTES", "k=%zz").contains("OTEL_RESOURCE_ATTRIBUTES"));
+}
+
+#[cfg(unix)]
+#[test]
+fn non_utf8_environment_value_is_an_error() {
+    use std::os::unix::ffi::OsStringExt;
+    let raw = OsString::from_vec(vec![0x66, 0xff]);
+    let err = TelemetryBuilder::default()
+        .resolve(&|name| (name == "OTEL_SERVICE_NAME").then(|| raw.clone()))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidEnv {
+                name: "OTEL_SERVICE_NAME",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn trace_settings_follow_the_standard_variables() {
+    let config = resolve(&TelemetryBuilder::default(), &[]).unwrap();
+    assert!(config.traces.export.is_none(), "no endpoint, no export");
+    assert_eq!(config.traces.sampler, TraceSampler::ParentBasedAlwaysOn);
+    let config_http = resolve(
+        &TelemetryBuilder::default(),
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://tempo:4318")],
+    )
+    .unwrap();
+    let export = config_http.traces.export.expect("export on");
+    assert_eq!(export.protocol, OtlpProtocol::HttpProtobuf, "the default");
+    assert!(config.traces.keep_errors);
+
+    let config = resolve(
+        &TelemetryBuilder::default(),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://tempo:4317"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.05"),
+        ],
+    )
+    .unwrap();
+    let export = config.traces.export.as_ref().expect("export on");
+    assert_eq!(export.protocol, OtlpProtocol::Grpc);
+    assert_eq!(export.endpoint, "http://tempo:4317", "gRPC: as given");
+    assert_eq!(export.timeout, std::time::Duration::from_secs(10));
+    assert!(export.headers.is_empty());
+    assert_eq!(
+        config.traces.sampler,
+        TraceSampler::ParentBasedTraceIdRatio(0.05)
+    );
+
+    let config = resolve(
+        &TelemetryBuilder::default(),
+        &[
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://tempo:4318/v1/traces",
+            ),
+            ("OTEL_SDK_DISABLED", "true"),
+            ("OTEL_TRACES_SAMPLER", "traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.1"),
+            ("MULTIWEB_TRACES_KEEP_ERRORS", "false"),
+        ],
+    )
+    .unwrap();
+    assert!(
+        config.traces.export.is_none(),
+        "OTEL_SDK_DISABLED turns export off"
+    );
+    assert_eq!(config.traces.sampler, TraceSampler::TraceIdRatio(0.1));
+    assert!(!config.traces.keep_errors);
+}
+
+#[test]
+fn bad_trace_variables_name_themselves() {
+    for (name, value) in [
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "udp"),
+        ("OTEL_TRACES_SAMPLER", "sometimes"),
+        ("OTEL_TRACES_SAMPLER_ARG", "1.5"),
+        ("OTEL_TRACES_SAMPLER_ARG", "ten percent"),
+        ("MULTIWEB_TRACES_KEEP_ERRORS", "maybe"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "tempo:4317"),
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://"),
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://tempo:4318"),
+    ] {
+        let message = env_error(name, value);
+        assert!(
+            message.starts_with(&format!(
+                "invalid value {value:?} for environment variable {name}"
+            )),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn malformed_otlp_headers_are_errors_that_do_not_print_the_value() {
+    for name in [
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    ] {
+        let message = env_error(name, "api-key-s3cret");
+        assert_eq!(
+            message,
+            format!(
+                "invalid value \"<redacted>\" for environment variable {name}: \
+                 expected comma-separated `key=value` pairs with non-empty keys, \
+                 valid as HTTP header names and values"
+            )
+        );
+        // Not a header name: also an error, still redacted.
+        let message = env_error(name, "bad name=s3cret");
+        assert!(
+            message.starts_with("invalid value \"<redacted>\""),
+            "{message}"
+        );
+    }
+    let config = resolve(
+        &TelemetryBuilder::default(),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://tempo:4318"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=abc,tenant=t1"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+                "tenant=t2,x-scope=a%20b,X-Scope=c",
+            ),
+        ],
+    )
+    .unwrap();
+    let headers = &config.traces.export.expect("export on").headers;
+    let pairs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.to_str().unwrap()))
+        .collect();
+    assert_eq!(
+        pairs,
+        [("tenant", "t2"), ("x-scope", "c")],
+        "the traces variable replaces the general one; one value per \
+         header name, in any case, the last"
+    );
+    assert!(headers.values().all(http::HeaderValue::is_sensitive));
+    assert!(!format!("{headers:?}").contains("t2"), "{headers:?}");
+}
+
+#[test]
+fn otlp_endpoints_resolve_as_the_specification_says() {
+    let endpoint = |builder: &TelemetryBuilder, vars: &[(&str, &str)]| {
+        resolve(builder, vars)
+            .unwrap()
+            .traces
+            .export
+            .expect("export on")
+            .endpoint
+    };
+    let default = TelemetryBuilder::default();
+    // HTTP: the general variable is a base URL, the traces one is used as is.
+    assert_eq!(
+        endpoint(
+            &default,
+            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://tempo:4318/")]
+        ),
+        "http://tempo:4318/v1/traces"
+    );
+    assert_eq!(
+        endpoint(
+            &default,
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://other:4318"),
+                (
+                    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                    "http://tempo:4318/custom"
+                ),
+            ]
+        ),
+        "http://tempo:4318/custom"
+    );
+    assert_eq!(
+        endpoint(
+            &default,
+            &[(
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "http://tempo:4318/otlp/?tenant=a"
+            )]
+        ),
+        "http://tempo:4318/otlp/v1/traces?tenant=a",
+        "the path goes before the query"
+    );
+    // The general variable is not read when the traces one is set (it
+    // may be meant for other signals: here, with TLS).
+    assert_eq!(
+        endpoint(
+            &default,
+            &[
+                (
+                    "OTEL_EXPORTER_OTLP_ENDPOINT",
+                    "https://metrics.example:4318"
+                ),
+                (
+                    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                    "http://tempo:4318/v1/traces"
+                ),
+            ]
+        ),
+        "http://tempo:4318/v1/traces"
+    );
+    let in_code = TelemetryBuilder::default().otlp_endpoint("http://tempo:4318");
+    assert_eq!(endpoint(&in_code, &[]), "http://tempo:4318/v1/traces");
+    let grpc = in_code.otlp_protocol(OtlpProtocol::Grpc);
+    assert_eq!(endpoint(&grpc, &[]), "http://tempo:4318");
+}
+
+#[test]
+fn otlp_timeout_and_compression_are_read_not_ignored() {
+    let with = |vars: &[(&str, &str)]| {
+        let mut all = vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "http://tempo:4318")];
+        all.extend_from_slice(vars);
+        resolve(&TelemetryBuilder::default(), &all)
+            .unwrap()
+            .traces
+            .export
+            .expect("export on")
+    };
+    assert_eq!(
+        with(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "2500")]).timeout,
+        std::time::Duration::from_millis(2500)
+    );
+    // The traces variable wins, and the general one is then not read.
+    assert_eq!(
+        with(&[
+            ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "700"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "junk, not read"),
+        ])
+        .timeout,
+        std::time::Duration::from_millis(700)
+    );
+    assert_eq!(
+        with(&[("OTEL_EXPORTER_OTLP_COMPRESSION", "None")]).gzip_asked_by,
+        None
+    );
+    // gzip is not in this build: uncompressed, with a warning at start.
+    assert_eq!(
+        with(&[("OTEL_EXPORTER_OTLP_COMPRESSION", "GZIP")]).gzip_asked_by,
+        Some("OTEL_EXPORTER_OTLP_COMPRESSION")
+    );
+    assert_eq!(
+        with(&[
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+            ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "none"),
+        ])
+        .gzip_asked_by,
+        None,
+        "the traces variable replaces the general one"
+    );
+    for (name, value, expected) in [
+        (
+            "OTEL_EXPORTER_OTLP_TIMEOUT",
+            "10s",
+            "a whole number of milliseconds",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+            "0",
+            "a whole number of milliseconds",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_COMPRESSION",
+            "brotli",
+            "`none` or `gzip`",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+            "zstd",
+            "`none` or `gzip`",
+        ),
+    ] {
+        let message = env_error(name, value);
+        assert!(
+            message.starts_with(&format!(
+                "invalid value {value:?} for environment variable {name}: expected {expected}"
+            )),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn invalid_buckets_are_rejected() {
+    for bounds in [&[][..], &[0.5, 0.1][..], &[0.1, f64::NAN][..]] {
+        let builder = TelemetryBuilder::default().histogram_buckets_for("latency_seconds", bounds);
+        let err = resolve(&builder, &[]).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("invalid setting histogram_buckets_for(\"latency_seconds\")"),
+            "{err}"
+        );
+    }
+}
