@@ -145,6 +145,16 @@ const SCENARIOS: &[Scenario] = &[
         ],
     },
     Scenario {
+        name: "error_event",
+        filter: None,
+        headers: &[],
+        // The guide's scenario 2: both error lines show a path and an error.
+        expect: &[
+            r#"log fields {"error":"payment declined","http.request.method":"GET","http.route":"/s/error_event","path":"/s/error_event","target":"request_span","url.path":"/s/error_event"} in GET /s/error_event"#,
+            r#"log fields {"error":"payment declined","http.request.method":"GET","http.route":"/s/error_event","method":"GET","path":"/s/error_event","status":502,"target":"multiweb_telemetry::http","url.path":"/s/error_event"} in GET /s/error_event"#,
+        ],
+    },
+    Scenario {
         name: "panic",
         filter: None,
         headers: &[],
@@ -322,6 +332,13 @@ fn other_routes() -> Router {
                 tracing::Span::current().record("error", "out of stock");
                 tracing::error!("could not reserve");
                 (StatusCode::SERVICE_UNAVAILABLE, "")
+            }),
+        )
+        .route(
+            "/s/error_event",
+            get(|| async {
+                tracing::error!(error = "payment declined", "charge failed");
+                (StatusCode::BAD_GATEWAY, "")
             }),
         )
         .route(

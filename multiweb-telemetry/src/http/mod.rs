@@ -45,7 +45,9 @@
 //! `http.response.status_code`; a 5xx sets its status to Error. Its `tracing`
 //! side is an `INFO` span named `HTTP request` (target
 //! `multiweb_telemetry::http`), which carries the request's fields into the
-//! log lines inside it (`http.request.method`, `http.route`, `url.path`);
+//! log lines inside it (`http.request.method`, `http.route`, `url.path`,
+//! and `path`: the route template, or the request path where no route
+//! matched);
 //! `user_id` and `error` recorded on it (see [`record_user_id`]) become span
 //! attributes and log fields too. The inner service is called and polled
 //! inside it, so spans the handler opens are children of the request span.
@@ -96,10 +98,13 @@
 //! # Access log
 //!
 //! When the response completes, one event with target
-//! `multiweb_telemetry::http` and the fields `method`, `path` (the request
-//! path, without the query string), `status`, `duration` (seconds) and, on
-//! failures, `error`; its message reads
-//! `GET /api/v1/products/ status=200 duration=0.003`. It is a child of the
+//! `multiweb_telemetry::http` and the fields `method`, `path` (the route
+//! template, or the request path where no route matched), `status`,
+//! `duration` (seconds) and, on failures, `error`; its message reads
+//! `GET /api/v1/products/7 status=200 duration=0.003` (the request path,
+//! without the query string). The `error` of a 5xx is the service's error,
+//! else the `error` recorded on the request span, else the `error` field of
+//! the first error-level event inside the request. It is a child of the
 //! request span, so the JSON log line also carries the span's fields, such
 //! as `user_id` (see [`record_user_id`]). The level is `info`, `warn` for
 //! 4xx and `error` for 5xx ([`TelemetryLayer::access_log_levels`]).

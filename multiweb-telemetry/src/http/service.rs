@@ -1,6 +1,5 @@
 //! [`TelemetryService`]: the middleware service.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -10,7 +9,7 @@ use http::{Request, Response};
 use super::body::ResponseBody;
 use super::future::ResponseFuture;
 use super::settings::ServiceState;
-use super::state::{RequestState, Series, SpanAndUri};
+use super::state::{RequestState, Route, Series, SpanAndUri};
 use crate::labels::{Method, UNMATCHED_PATH};
 use crate::request_span::{RequestInfo, RequestSpan};
 
@@ -48,16 +47,17 @@ where
         }
         let start = quanta::Instant::now();
         let method = Method::of(request.method());
-        let route: Option<Cow<'_, str>> = match &settings.classifier {
-            Some(classify) => classify(request.method(), request.uri()),
+        let route: Option<Route> = match &settings.classifier {
+            Some(classify) => classify(request.method(), request.uri()).map(Route::Classified),
             None => request
                 .extensions()
                 .get::<MatchedPath>()
-                .map(|matched| Cow::Borrowed(matched.as_str())),
+                .cloned()
+                .map(Route::Matched),
         };
 
         let series = if settings.metrics {
-            let path = route.as_deref().unwrap_or(UNMATCHED_PATH);
+            let path = route.as_ref().map_or(UNMATCHED_PATH, Route::as_str);
             match service.route.get() {
                 Some(own) if own.path() == path => Series::Slot,
                 Some(_) => Series::Owned(service.layer.series.route(path)),
@@ -79,7 +79,7 @@ where
             let span = if settings.span {
                 RequestSpan::start(&RequestInfo {
                     method,
-                    route: route.as_deref(),
+                    route: route.as_ref().map(Route::as_str),
                     path: request.uri().path(),
                     headers: request.headers(),
                     route_cache: &service.route_cache,
@@ -87,11 +87,10 @@ where
             } else {
                 RequestSpan::none()
             };
-            let uri = settings.access_log.then(|| request.uri().clone());
-            Box::new(SpanAndUri { span, uri })
+            let access = settings.access_log.then(|| (request.uri().clone(), route));
+            Box::new(SpanAndUri { span, access })
         });
 
-        drop(route);
         let state = RequestState::new(Arc::clone(service), start, method, series, span);
         let future = {
             let _entered = state.span.as_ref().map(|span| span.span.enter());

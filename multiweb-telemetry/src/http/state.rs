@@ -3,6 +3,9 @@
 
 use std::sync::Arc;
 
+use std::borrow::Cow;
+
+use axum::extract::MatchedPath;
 use http::Uri;
 
 use super::series::RouteSeries;
@@ -21,13 +24,31 @@ pub(crate) enum Series {
     Owned(Arc<RouteSeries>),
 }
 
-/// The span and the URI, kept only when the span or the access log is on.
-/// Dropping it ends the request span.
+/// The route template a request matched.
+#[derive(Debug)]
+pub(crate) enum Route {
+    /// axum's, shared with the request's extensions.
+    Matched(MatchedPath),
+    /// The layer's route classifier's.
+    Classified(Cow<'static, str>),
+}
+
+impl Route {
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            Self::Matched(matched) => matched.as_str(),
+            Self::Classified(route) => route,
+        }
+    }
+}
+
+/// The span, and what the access line needs, kept only when the span or
+/// the access log is on. Dropping it ends the request span.
 #[derive(Debug)]
 pub(crate) struct SpanAndUri {
     pub(crate) span: RequestSpan,
-    /// The request URI, kept only when the access log is on.
-    pub(crate) uri: Option<Uri>,
+    /// The request URI and its route, kept only when the access log is on.
+    pub(crate) access: Option<(Uri, Option<Route>)>,
 }
 
 /// One request in flight. Finishing it records the metrics and writes the
@@ -101,7 +122,7 @@ impl RequestState {
         }
         if let Some(SpanAndUri {
             span,
-            uri: Some(uri),
+            access: Some((uri, route)),
         }) = self.span.as_deref()
         {
             let levels = &self.service.layer.settings.levels;
@@ -113,7 +134,8 @@ impl RequestState {
             span.access_line(&AccessLine {
                 level,
                 method: self.method,
-                path: uri.path(),
+                path: route.as_ref().map_or(uri.path(), Route::as_str),
+                url_path: uri.path(),
                 status,
                 duration: seconds,
                 error,

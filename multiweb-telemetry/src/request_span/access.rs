@@ -6,20 +6,24 @@ use tracing::Level;
 use tracing_subscriber::Registry;
 use tracing_subscriber::registry::LookupSpan;
 
+use super::layer::NotedError;
 use super::{RequestSpanLayer, TARGET};
 use crate::labels::Method;
 use crate::log::{OwnFields, write_line};
 
 /// What the access line of one response says. Its message reads
-/// `GET /api/v1/products/ status=200 duration=0.003`; its fields are
-/// `method`, `path`, `status`, `duration` (seconds) and, on failures,
-/// `error`, in that order.
-#[derive(Debug)]
+/// `GET /api/v1/products/7 status=200 duration=0.003` (the request path,
+/// without the query string); its fields are `method`, `path` (the route
+/// template, or the request path where no route matched), `status`,
+/// `duration` (seconds) and, on failures, `error`, in that order.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct AccessLine<'a> {
     pub(crate) level: Level,
     pub(crate) method: Method,
-    /// The request path, without the query string.
+    /// The route template, or the request path where no route matched.
     pub(crate) path: &'a str,
+    /// The request path, without the query string.
+    pub(crate) url_path: &'a str,
     pub(crate) status: u16,
     pub(crate) duration: f64,
     pub(crate) error: Option<&'a str>,
@@ -28,7 +32,7 @@ pub(crate) struct AccessLine<'a> {
 impl AccessLine<'_> {
     /// The line's own fields, in the order the event has them.
     fn write_fields(&self, tail: &Tail, own: &mut OwnFields<'_>) {
-        own.message(&[self.method.as_str(), " ", self.path, tail.as_str()]);
+        own.message(&[self.method.as_str(), " ", self.url_path, tail.as_str()]);
         own.str("method", self.method.as_str());
         own.str("path", self.path);
         own.i64("status", i64::from(self.status));
@@ -149,6 +153,15 @@ impl fmt::Write for Tail {
 /// writer through its line writer (the same bytes, without passing an event
 /// through every layer); anywhere else, as an event.
 pub(super) fn write(span: &tracing::Span, line: &AccessLine<'_>) {
+    // A 5xx without an error of its own carries the request's (see
+    // `NotedError`).
+    let noted = (line.status >= 500 && line.error.is_none())
+        .then(|| noted_error(span))
+        .flatten();
+    let line = &AccessLine {
+        error: line.error.or(noted.as_deref()),
+        ..*line
+    };
     macro_rules! emit {
         ($level:expr) => {
             if tracing::enabled!(
@@ -171,7 +184,7 @@ pub(super) fn write(span: &tracing::Span, line: &AccessLine<'_>) {
                         message = %format_args!(
                             "{} {}{}",
                             line.method.as_str(),
-                            line.path,
+                            line.url_path,
                             tail.as_str()
                         ),
                         method = line.method.as_str(),
@@ -191,6 +204,18 @@ pub(super) fn write(span: &tracing::Span, line: &AccessLine<'_>) {
         Level::DEBUG => emit!(Level::DEBUG),
         Level::TRACE => emit!(Level::TRACE),
     }
+}
+
+/// The error noted on the request span `span`, if any.
+fn noted_error(span: &tracing::Span) -> Option<String> {
+    span.with_subscriber(|(id, dispatch)| {
+        let data = dispatch.downcast_ref::<Registry>()?.span(id)?;
+        let extensions = data.extensions();
+        extensions
+            .get::<NotedError>()
+            .map(|NotedError(error)| error.clone())
+    })
+    .flatten()
 }
 
 /// Writes the line to the JSON layer's writer, if `span`'s subscriber is
@@ -314,6 +339,7 @@ mod tests {
                 level,
                 method: Method::of(&http::Method::GET),
                 path,
+                url_path: path,
                 status: 500,
                 duration: 0.25,
                 error,

@@ -60,22 +60,21 @@ pub(super) fn start(info: &RequestInfo<'_>, tracer: Option<&SdkTracer>) -> Reque
                 None => crate::trace::remote_parent(info.headers).unwrap_or_default(),
             };
             let mut extensions = data.extensions_mut();
+            // The fields the bridged span's lines have: its three `http`
+            // fields, then the log-only `path` (see `add_log_path`).
+            let url_path = ("url.path", info.path);
+            let path = ("path", info.route.unwrap_or(info.path));
             if let Some((_, shared)) = shared {
-                add_fields(
-                    &mut extensions,
-                    Some(&shared.fields),
-                    &[("url.path", info.path)],
-                );
+                add_fields(&mut extensions, Some(&shared.fields), &[url_path, path]);
             } else {
                 let method = ("http.request.method", info.method.as_str());
-                let path = ("url.path", info.path);
                 match info.route {
                     Some(route) => add_fields(
                         &mut extensions,
                         None,
-                        &[method, ("http.route", route), path],
+                        &[method, ("http.route", route), url_path, path],
                     ),
-                    None => add_fields(&mut extensions, None, &[method, path]),
+                    None => add_fields(&mut extensions, None, &[method, url_path, path]),
                 }
             }
             extensions.insert(RequestContext(cx.clone()));

@@ -4,9 +4,12 @@
 
 use std::sync::Arc;
 
+use std::fmt;
+
 use opentelemetry_sdk::trace::SdkTracer;
-use tracing::Subscriber;
+use tracing::field::{Field, Visit};
 use tracing::span::{Id, Record};
+use tracing::{Event, Level, Subscriber};
 use tracing_core::Dispatch;
 use tracing_subscriber::layer::{Context as LayerContext, Layer};
 use tracing_subscriber::registry::LookupSpan;
@@ -16,7 +19,8 @@ use crate::log::LineSink;
 
 /// The layer [`init`](crate::init)'s subscriber carries for the request
 /// span: which path it takes, and, with JSON logs, the writer its access
-/// lines go to. On the direct path it also attaches a request span's
+/// lines go to. It notes the request's error for the access line of a 5xx
+/// ([`NotedError`]). On the direct path it also attaches a request span's
 /// context on every enter and copies fields recorded on it to its SDK span.
 pub(crate) struct RequestSpanLayer {
     mode: Mode,
@@ -77,10 +81,60 @@ impl RequestSpanLayer {
     }
 }
 
+/// The error of a request, for its access line when the response is a 5xx
+/// (the guide's scenario 2 prints `path` and `error` of every error line):
+/// the `error` recorded on the request span, else the `error` field of the
+/// first error-level event inside it.
+pub(super) struct NotedError(pub(super) String);
+
+/// Finds the `error` field's value.
+struct ErrorField(Option<String>);
+
+impl Visit for ErrorField {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "error" {
+            self.0 = Some(value.to_owned());
+        }
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        if field.name() == "error" {
+            self.0 = Some(value.to_string());
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if field.name() == "error" {
+            self.0 = Some(format!("{value:?}"));
+        }
+    }
+}
+
 impl<S> Layer<S> for RequestSpanLayer
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
+    fn on_event(&self, event: &Event<'_>, ctx: LayerContext<'_, S>) {
+        let meta = event.metadata();
+        if *meta.level() != Level::ERROR || meta.fields().field("error").is_none() {
+            return;
+        }
+        let Some(request) = ctx
+            .event_scope(event)
+            .and_then(|mut scope| scope.find(|span| super::is_request_span(span.metadata())))
+        else {
+            return;
+        };
+        let mut extensions = request.extensions_mut();
+        if extensions.get_mut::<NotedError>().is_none() {
+            let mut error = ErrorField(None);
+            event.record(&mut error);
+            if let Some(error) = error.0 {
+                extensions.insert(NotedError(error));
+            }
+        }
+    }
+
     fn on_enter(&self, id: &Id, ctx: LayerContext<'_, S>) {
         if self.is_direct() {
             direct::on_enter(id, || {
@@ -96,9 +150,19 @@ where
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: LayerContext<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        if super::is_request_span(span.metadata())
+            && let Some(field) = span.metadata().fields().field("error")
+            && values.contains(&field)
+        {
+            let mut error = ErrorField(None);
+            values.record(&mut error);
+            if let Some(error) = error.0 {
+                span.extensions_mut().replace(NotedError(error));
+            }
+        }
         if self.is_direct() {
-            let stored = ctx.span(id).and_then(|span| direct::stored_context(&span));
-            direct::on_record(stored, values);
+            direct::on_record(direct::stored_context(&span), values);
         }
     }
 }

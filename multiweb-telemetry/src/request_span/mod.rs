@@ -151,6 +151,7 @@ impl RequestSpan {
             // Only fails for a disabled span, which has no parent to set.
             let _ = span.set_parent(parent);
         }
+        add_log_path(&span, info);
         Self { span, kind }
     }
 
@@ -233,6 +234,23 @@ pub(crate) fn record_on_request_span(field_name: &str, value: &str) {
     if !recorded {
         tracing::Span::current().record(field_name, value);
     }
+}
+
+/// Gives the lines inside `span` a `path` field: the route template, or the
+/// request path where no route matched (the guide's scenario 2 shows
+/// `path` and `error` of every error line). A log field only, added where
+/// the JSON layer keeps its span fields: as an attribute it would repeat
+/// `http.route` or `url.path` on every exported span.
+fn add_log_path(span: &tracing::Span, info: &RequestInfo<'_>) {
+    span.with_subscriber(|(id, dispatch)| {
+        if let Some(data) = dispatch
+            .downcast_ref::<tracing_subscriber::Registry>()
+            .and_then(|registry| registry.span(id))
+        {
+            let path = info.route.unwrap_or(info.path);
+            crate::log::add_fields(&mut data.extensions_mut(), None, &[("path", path)]);
+        }
+    });
 }
 
 /// `METHOD route`, or `METHOD` without a route.
