@@ -35,7 +35,7 @@ fn the_readme_quick_start_builds_in_a_fresh_crate() {
     let crate_path = root.join("multiweb-telemetry").canonicalize().unwrap();
     let dependencies = dependencies.replace(
         "multiweb-telemetry = \"0.1\"",
-        &format!("multiweb-telemetry = {{ path = {:?} }}", crate_path),
+        &format!("multiweb-telemetry = {{ path = {crate_path:?} }}"),
     );
     let dir = std::env::temp_dir().join(format!("multiweb-quick-start-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("src")).unwrap();
