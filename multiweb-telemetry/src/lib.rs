@@ -64,8 +64,10 @@ pub mod trace;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+#[allow(deprecated, reason = "re-exported for compatibility")]
+pub use config::DEFAULT_LOG_BUFFER_LINES;
 pub use config::{
-    DEFAULT_BUCKETS, DEFAULT_LOG_BUFFER_LINES, LogFormat, OtlpProtocol, TelemetryBuilder,
+    DEFAULT_BUCKETS, DEFAULT_LOG_BUFFER_BYTES, LogFormat, OtlpProtocol, TelemetryBuilder,
     TraceSampler,
 };
 pub use error::Error;

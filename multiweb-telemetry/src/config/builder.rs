@@ -46,6 +46,7 @@ pub struct TelemetryBuilder {
     pub(crate) metrics_addr: Option<SocketAddr>,
     pub(crate) metrics_token: Option<String>,
     pub(crate) log_buffer_lines: Option<usize>,
+    pub(crate) log_buffer_bytes: Option<usize>,
     pub(crate) default_buckets: Option<Vec<f64>>,
     pub(crate) buckets_for: Vec<(String, Vec<f64>)>,
     pub(crate) process_metrics: Option<bool>,
@@ -73,6 +74,7 @@ impl fmt::Debug for TelemetryBuilder {
                 &self.metrics_token.as_ref().map(|_| "<redacted>"),
             )
             .field("log_buffer_lines", &self.log_buffer_lines)
+            .field("log_buffer_bytes", &self.log_buffer_bytes)
             .field("default_buckets", &self.default_buckets)
             .field("buckets_for", &self.buckets_for)
             .field("process_metrics", &self.process_metrics)
@@ -155,12 +157,28 @@ impl TelemetryBuilder {
         self
     }
 
-    /// How many log lines may wait for stdout before new ones are dropped.
-    /// Dropped lines are counted in `multiweb_telemetry_log_lines_dropped_total`.
+    /// How many log lines may wait for stdout before new ones are dropped,
+    /// on top of the [byte bound](Self::log_buffer_bytes), which is what
+    /// bounds the buffer's memory. Dropped lines are counted in
+    /// `multiweb_telemetry_log_lines_dropped_total`.
     ///
-    /// Defaults to [`DEFAULT_LOG_BUFFER_LINES`](crate::DEFAULT_LOG_BUFFER_LINES).
+    /// Defaults to no line bound (it was 128,000 lines, which let long lines
+    /// take gigabytes while stdout was stalled).
+    #[deprecated(note = "the log buffer is bounded in bytes: use `log_buffer_bytes`")]
     pub fn log_buffer_lines(mut self, lines: usize) -> Self {
         self.log_buffer_lines = Some(lines);
+        self
+    }
+
+    /// How many bytes of log lines may wait for stdout (the batch being
+    /// written included) before new lines are dropped. Dropped lines are
+    /// counted in `multiweb_telemetry_log_lines_dropped_total`; a line
+    /// longer than the whole bound is always dropped. The buffers' memory
+    /// stays within about twice this.
+    ///
+    /// Defaults to [`DEFAULT_LOG_BUFFER_BYTES`](crate::DEFAULT_LOG_BUFFER_BYTES) (16 MiB).
+    pub fn log_buffer_bytes(mut self, bytes: usize) -> Self {
+        self.log_buffer_bytes = Some(bytes);
         self
     }
 

@@ -8,7 +8,7 @@ use super::env::{
     parse_resource_attributes, vars, with_traces_path,
 };
 use super::{
-    DEFAULT_BUCKETS, DEFAULT_LOG_BUFFER_LINES, LogFormat, OtlpProtocol, TelemetryBuilder,
+    DEFAULT_BUCKETS, DEFAULT_LOG_BUFFER_BYTES, LogFormat, OtlpProtocol, TelemetryBuilder,
     TraceSampler,
 };
 use crate::Error;
@@ -72,10 +72,16 @@ impl TelemetryBuilder {
         }
         .filter(|token| !token.is_empty());
 
-        let log_buffer_lines = self.log_buffer_lines.unwrap_or(DEFAULT_LOG_BUFFER_LINES);
-        if log_buffer_lines == 0 {
+        if self.log_buffer_lines == Some(0) {
             return Err(Error::InvalidSetting {
                 setting: "log_buffer_lines(0)".to_owned(),
+                reason: "the buffer must hold at least one line",
+            });
+        }
+        let log_buffer_bytes = self.log_buffer_bytes.unwrap_or(DEFAULT_LOG_BUFFER_BYTES);
+        if log_buffer_bytes == 0 {
+            return Err(Error::InvalidSetting {
+                setting: "log_buffer_bytes(0)".to_owned(),
                 reason: "the buffer must hold at least one line",
             });
         }
@@ -92,7 +98,8 @@ impl TelemetryBuilder {
             log_format,
             metrics_addr,
             metrics_token,
-            log_buffer_lines,
+            log_buffer_lines: self.log_buffer_lines,
+            log_buffer_bytes,
             buckets: self.resolve_buckets()?,
             process_metrics: self.process_metrics.unwrap_or(true),
             bridge_request_spans: self.bridge_request_spans.unwrap_or(false),
@@ -308,7 +315,9 @@ pub(crate) struct Config {
     pub(crate) log_format: LogFormat,
     pub(crate) metrics_addr: Option<SocketAddr>,
     pub(crate) metrics_token: Option<String>,
-    pub(crate) log_buffer_lines: usize,
+    /// A bound in lines besides the one in bytes (deprecated setting).
+    pub(crate) log_buffer_lines: Option<usize>,
+    pub(crate) log_buffer_bytes: usize,
     pub(crate) buckets: Buckets,
     pub(crate) process_metrics: bool,
     /// Request spans through the bridge (see `trace::request`).

@@ -437,3 +437,22 @@ fn invalid_buckets_are_rejected() {
         );
     }
 }
+
+#[test]
+fn the_log_buffer_is_bounded_in_bytes() {
+    let config = resolve(&TelemetryBuilder::default(), &[]).unwrap();
+    assert_eq!(config.log_buffer_bytes, DEFAULT_LOG_BUFFER_BYTES);
+    assert_eq!(config.log_buffer_lines, None, "no line bound by default");
+    let config = resolve(&TelemetryBuilder::default().log_buffer_bytes(4096), &[]).unwrap();
+    assert_eq!(config.log_buffer_bytes, 4096);
+    #[allow(deprecated)]
+    let builder = TelemetryBuilder::default().log_buffer_lines(16);
+    let config = resolve(&builder, &[]).unwrap();
+    assert_eq!(config.log_buffer_lines, Some(16), "still honoured");
+    assert_eq!(config.log_buffer_bytes, DEFAULT_LOG_BUFFER_BYTES);
+    let err = resolve(&TelemetryBuilder::default().log_buffer_bytes(0), &[]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid setting log_buffer_bytes(0): the buffer must hold at least one line"
+    );
+}
