@@ -37,6 +37,12 @@
 //!   endpoint is configured, with the guide's sampling strategy.
 //! - **HTTP** ([`http`]): the tower layer for RED metrics, request spans and
 //!   access log lines.
+//! - **Panics**: a panic hook that logs each panic as one JSON line at error
+//!   level, with the request's fields and trace ids, through the
+//!   non-blocking writer (never a blocking write to stderr), and counts it in
+//!   [`multiweb_telemetry_panics_total`](metrics::PANICS). A hook installed
+//!   before `init` is still called; the standard one is not. Opt out with
+//!   [`TelemetryBuilder::panic_hook`].
 //!
 //! # Configuration
 //!
@@ -59,6 +65,7 @@ mod guard;
 pub mod http;
 pub mod log;
 pub mod metrics;
+mod panic;
 pub mod testing;
 pub mod trace;
 
@@ -131,6 +138,10 @@ impl TelemetryBuilder {
             crate::metrics::install(recorder, config.process_metrics, Some(logs.dropped.clone()))?;
         let traces = trace::install(&config)?;
         log::install(&config, &logs, traces.tracer)?;
+        let panic_hook = self
+            .panic_hook
+            .unwrap_or(true)
+            .then(|| panic::install(logs.writer.clone()));
         trace::warn_about_settings(&config);
         let listener = listener
             .map(|listener| {
@@ -153,6 +164,7 @@ impl TelemetryBuilder {
             log_worker: Some(logs.worker),
             listener,
             upkeep: Some(upkeep),
+            panic_hook: panic_hook.flatten(),
         })
     }
 
@@ -190,6 +202,7 @@ impl TelemetryBuilder {
                 log_worker: Some(logs.worker),
                 listener: None,
                 upkeep: None,
+                panic_hook: None,
             },
         ))
     }

@@ -58,6 +58,7 @@ pub struct TelemetryBuilder {
     pub(crate) sampler: Option<TraceSampler>,
     pub(crate) keep_error_traces: Option<bool>,
     pub(crate) span_queue_size: Option<usize>,
+    pub(crate) panic_hook: Option<bool>,
 }
 
 impl fmt::Debug for TelemetryBuilder {
@@ -86,6 +87,7 @@ impl fmt::Debug for TelemetryBuilder {
             .field("sampler", &self.sampler)
             .field("keep_error_traces", &self.keep_error_traces)
             .field("span_queue_size", &self.span_queue_size)
+            .field("panic_hook", &self.panic_hook)
             .finish()
     }
 }
@@ -263,6 +265,22 @@ impl TelemetryBuilder {
     /// Defaults to 2048.
     pub fn span_queue_size(mut self, spans: usize) -> Self {
         self.span_queue_size = Some(spans);
+        self
+    }
+
+    /// Whether [`try_init`](Self::try_init) installs the panic hook that logs
+    /// each panic as one JSON line at error level (with the request's
+    /// fields and trace ids) through the non-blocking log writer, and counts
+    /// it in `multiweb_telemetry_panics_total`. A hook set before is called
+    /// after it, unless it is the standard hook, whose synchronous write to
+    /// stderr can block the panicking thread when stderr is not read. When
+    /// the guard is dropped, panics go to the previous hook again. See
+    /// [`metrics::PANICS`](crate::metrics::PANICS).
+    ///
+    /// Without it, panics go to whatever hook is set (the standard one
+    /// writes them to stderr). Defaults to `true`.
+    pub fn panic_hook(mut self, install: bool) -> Self {
+        self.panic_hook = Some(install);
         self
     }
 

@@ -43,7 +43,7 @@ pub(crate) struct LogSink(pub(crate) Box<dyn io::Write + Send>);
 
 /// The non-blocking log writer, before the subscriber is installed.
 pub(crate) struct LogWriter {
-    writer: BufferedWriter,
+    pub(crate) writer: BufferedWriter,
     pub(crate) worker: WriterGuard,
     pub(crate) dropped: DroppedLines,
 }
