@@ -54,7 +54,11 @@ fn a_hook_installed_before_init_is_chained() {
     let span = tracing::info_span!("job", job_id = 7);
     let caught = span.in_scope(|| std::panic::catch_unwind(|| panic!("job {} failed", 7)));
     assert!(caught.is_err());
-    assert_eq!(USER_HOOK_CALLS.load(Ordering::SeqCst), 1, "the user's hook ran");
+    assert_eq!(
+        USER_HOOK_CALLS.load(Ordering::SeqCst),
+        1,
+        "the user's hook ran"
+    );
     assert_eq!(counted(&telemetry), Some(1.0));
 
     // Wait (bounded) for the writer thread.
