@@ -82,7 +82,13 @@ impl fmt::Debug for TelemetryBuilder {
             .field("bridge_request_spans", &self.bridge_request_spans)
             .field("log_writer", &self.log_writer.as_ref().map(|_| "custom"))
             .field("service_version", &self.service_version)
-            .field("otlp_endpoint", &self.otlp_endpoint)
+            .field(
+                "otlp_endpoint",
+                &self
+                    .otlp_endpoint
+                    .as_deref()
+                    .map(super::env::without_userinfo),
+            )
             .field("otlp_protocol", &self.otlp_protocol)
             .field("sampler", &self.sampler)
             .field("keep_error_traces", &self.keep_error_traces)
@@ -152,6 +158,13 @@ impl TelemetryBuilder {
 
     /// Requires `Authorization: Bearer <token>` on `/metrics`, both on the
     /// standalone listener and on [`TelemetryGuard::metrics_service`](crate::TelemetryGuard::metrics_service).
+    ///
+    /// Surrounding whitespace is trimmed, from this setting as from
+    /// `MULTIWEB_METRICS_TOKEN` (a token read from a secret file keeps its
+    /// trailing newline). A token with whitespace, control or non-ASCII
+    /// characters inside could never match a header, and
+    /// [`try_init`](Self::try_init) refuses it with an error that names the
+    /// setting, never the token; so does an empty one, which means no token.
     ///
     /// Overrides `MULTIWEB_METRICS_TOKEN`. Defaults to no token.
     pub fn metrics_token(mut self, token: impl Into<String>) -> Self {

@@ -4,8 +4,9 @@ use std::ffi::OsString;
 use std::net::SocketAddr;
 
 use super::env::{
-    BoxError, Env, otlp_compression, otlp_headers, otlp_timeout, parse_bool, parse_endpoint,
-    parse_resource_attributes, vars, with_traces_path,
+    BoxError, Env, REDACTED, otlp_compression, otlp_headers, otlp_timeout, parse_bool,
+    parse_endpoint, parse_metrics_token, parse_resource_attributes, vars, with_traces_path,
+    without_userinfo,
 };
 use super::{
     DEFAULT_BUCKETS, DEFAULT_LOG_BUFFER_BYTES, LogFormat, OtlpProtocol, TelemetryBuilder,
@@ -67,10 +68,16 @@ impl TelemetryBuilder {
         };
 
         let metrics_token = match &self.metrics_token {
-            Some(token) => Some(token.clone()),
-            None => env.get(vars::MULTIWEB_METRICS_TOKEN)?,
-        }
-        .filter(|token| !token.is_empty());
+            Some(token) => parse_metrics_token(token).map_err(|reason| Error::InvalidSetting {
+                setting: format!("metrics_token({REDACTED})"),
+                reason,
+            })?,
+            None => env
+                .parse(vars::MULTIWEB_METRICS_TOKEN, |raw| {
+                    parse_metrics_token(raw).map_err(|expected| (expected, None))
+                })?
+                .flatten(),
+        };
 
         if self.log_buffer_lines == Some(0) {
             return Err(Error::InvalidSetting {
@@ -117,7 +124,7 @@ impl TelemetryBuilder {
         };
         Ok(if let Some(url) = &self.otlp_endpoint {
             parse_endpoint(url).map_err(|(reason, _)| Error::InvalidSetting {
-                setting: format!("otlp_endpoint({url:?})"),
+                setting: format!("otlp_endpoint({:?})", without_userinfo(url)),
                 reason,
             })?;
             Some((url.trim().to_owned(), true))
