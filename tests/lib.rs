@@ -214,10 +214,10 @@ pub fn start_marketplace_unread(
         .stderr(Stdio::piped());
     clean_env(&mut command, env);
     let mut child = command.spawn().expect("spawn the marketplace example");
-    let (hold, held) = std::sync::mpsc::channel();
+    let (keep_open, kept_open) = std::sync::mpsc::channel();
     let stdout = child.stdout.take().expect("stdout");
     let stdout = match unread {
-        Some(Unread::Stdout) => pump_until(stdout, Some(("marketplace listening", held))),
+        Some(Unread::Stdout) => pump_until(stdout, Some(("marketplace listening", kept_open))),
         _ => pump(stdout),
     };
     // Left in `child`, an unread stderr stays open until the app is dropped.
@@ -252,7 +252,7 @@ pub fn start_marketplace_unread(
         child,
         stdout,
         stderr,
-        _unread: (unread == Some(Unread::Stdout)).then_some(hold),
+        _unread: (unread == Some(Unread::Stdout)).then_some(keep_open),
         addr,
     }
 }

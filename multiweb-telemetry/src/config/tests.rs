@@ -474,7 +474,13 @@ fn the_metrics_token_is_trimmed_and_checked() {
         let config = resolve(&TelemetryBuilder::default().metrics_token(raw), &[]).unwrap();
         assert_eq!(config.metrics_token.as_deref(), expected, "{raw:?}");
     }
-    for raw in ["s3 cr3t", "s3\tcr3t", "s3\u{1}cr3t", "s3cr3t\u{7f}", "sécr3t"] {
+    for raw in [
+        "s3 cr3t",
+        "s3\tcr3t",
+        "s3\u{1}cr3t",
+        "s3cr3t\u{7f}",
+        "sécr3t",
+    ] {
         let err = env_error("MULTIWEB_METRICS_TOKEN", raw);
         assert!(
             err.starts_with(
@@ -526,7 +532,10 @@ fn a_secret_that_is_not_utf8_is_not_shown() {
 
 #[test]
 fn endpoint_userinfo_is_never_shown() {
-    let err = env_error("OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://user:SECRET@tempo:4318");
+    let err = env_error(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "ftp://user:SECRET@tempo:4318",
+    );
     assert!(
         err.starts_with(
             "invalid value \"ftp://<redacted>@tempo:4318\" for environment variable \
@@ -534,8 +543,14 @@ fn endpoint_userinfo_is_never_shown() {
         ),
         "{err}"
     );
-    let err = env_error("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "user:SECRET@tempo:4318");
-    assert!(!err.contains("SECRET") && err.contains("<redacted>@tempo:4318"), "{err}");
+    let err = env_error(
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "user:SECRET@tempo:4318",
+    );
+    assert!(
+        !err.contains("SECRET") && err.contains("<redacted>@tempo:4318"),
+        "{err}"
+    );
 
     let builder = TelemetryBuilder::default().otlp_endpoint("ftp://user:SECRET@tempo:4318");
     assert!(!format!("{builder:?}").contains("SECRET"), "{builder:?}");
@@ -551,7 +566,10 @@ fn userinfo_is_everything_before_the_last_at_sign_of_the_authority() {
     use super::env::without_userinfo;
     for (url, shown) in [
         ("http://tempo:4318/v1/traces", "http://tempo:4318/v1/traces"),
-        ("https://user:pw@tempo:4318", "https://<redacted>@tempo:4318"),
+        (
+            "https://user:pw@tempo:4318",
+            "https://<redacted>@tempo:4318",
+        ),
         ("https://user:p@ss@tempo/x", "https://<redacted>@tempo/x"),
         ("https://us/er:pw@tempo/x", "https://<redacted>@tempo/x"),
         ("user:pw@tempo:4318", "<redacted>@tempo:4318"),
