@@ -32,6 +32,8 @@ use super::{LogFormat, OtlpProtocol, TraceSampler};
 /// | [`sampler`](Self::sampler) | `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG` | `parentbased_always_on` |
 /// | [`keep_error_traces`](Self::keep_error_traces) | `MULTIWEB_TRACES_KEEP_ERRORS` | `true` |
 /// | [`bridge_request_spans`](Self::bridge_request_spans) | none | `false` |
+/// | [`log_buffer_bytes`](Self::log_buffer_bytes) | none | 16 MiB |
+/// | [`panic_hook`](Self::panic_hook) | none | `true` |
 ///
 /// An empty environment variable counts as unset, as the OpenTelemetry
 /// specification asks.
