@@ -50,7 +50,8 @@
 //! in code, and code wins over the environment, which wins over the defaults
 //! (the OpenTelemetry convention). See [`TelemetryBuilder`] for the table of
 //! settings and variables. Every invalid value is an [`Error`] naming the
-//! variable and the value.
+//! variable and the value (never a secret: tokens and header values are
+//! `<redacted>`, and so is the userinfo of a URL).
 //!
 //! # Feature flags
 //!
