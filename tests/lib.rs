@@ -576,6 +576,10 @@ pub struct ExportedSpan {
     pub attributes: Vec<(String, String)>,
     /// The resource's attributes.
     pub resource: Vec<(String, String)>,
+    /// Links, as `(trace id, span id)` in lowercase hex.
+    pub links: Vec<(String, String)>,
+    /// How many span events it has.
+    pub events: usize,
 }
 
 impl ExportedSpan {
@@ -603,6 +607,7 @@ pub fn parse_rotel_spans(lines: &[String]) -> Vec<ExportedSpan> {
         Other,
         Resource,
         Attributes,
+        Link,
     }
     let mut spans = Vec::new();
     let mut resource: Vec<(String, String)> = Vec::new();
@@ -626,16 +631,33 @@ pub fn parse_rotel_spans(lines: &[String]) -> Vec<ExportedSpan> {
             section = Section::Other;
         } else if trimmed == "Attributes:" {
             section = Section::Attributes;
-        } else if trimmed.starts_with("Events:") || trimmed.starts_with("ScopeSpans") {
+        } else if trimmed.starts_with("SpanEvent #") {
+            if let Some(span) = current.as_mut() {
+                span.events += 1;
+            }
             section = Section::Other;
+        } else if trimmed.starts_with("Events:")
+            || trimmed.starts_with("Links:")
+            || trimmed.starts_with("ScopeSpans")
+        {
+            section = Section::Other;
+        } else if trimmed.starts_with("SpanLink #") {
+            section = Section::Link;
         } else if let Some(kv) = trimmed.strip_prefix("-> ") {
-            let Some((key, value)) = kv.split_once(": ") else {
-                continue;
-            };
-            let pair = (key.to_owned(), value.to_owned());
+            let (key, value) = kv.split_once(':').unwrap_or((kv, ""));
+            let pair = (key.trim().to_owned(), value.trim().to_owned());
             match (&section, current.as_mut()) {
                 (Section::Resource, _) => resource.push(pair),
                 (Section::Attributes, Some(span)) => span.attributes.push(pair),
+                (Section::Link, Some(span)) => match pair.0.as_str() {
+                    "Trace ID" => span.links.push((pair.1, String::new())),
+                    "ID" => {
+                        if let Some(link) = span.links.last_mut() {
+                            link.1 = pair.1;
+                        }
+                    }
+                    _ => {}
+                },
                 _ => {}
             }
         } else if let (Some(span), Some((key, value))) = (current.as_mut(), trimmed.split_once(':'))
@@ -940,5 +962,48 @@ impl Drop for Prometheus {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Log lines written in memory: give a clone to
+/// `TelemetryBuilder::log_writer` (or a `JsonLayer`), read them back.
+#[derive(Clone, Default, Debug)]
+pub struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogBuffer {
+    /// Everything written, as text.
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).expect("UTF-8 log lines")
+    }
+
+    /// The lines written.
+    pub fn raw_lines(&self) -> Vec<String> {
+        self.text().lines().map(str::to_owned).collect()
+    }
+
+    /// The lines written, parsed as JSON.
+    pub fn json(&self) -> Vec<serde_json::Value> {
+        self.raw_lines()
+            .iter()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+            .collect()
+    }
+
+    /// The HTTP layer's access lines (target `multiweb_telemetry::http`).
+    pub fn access_lines(&self) -> Vec<serde_json::Value> {
+        self.json()
+            .into_iter()
+            .filter(|line| line["target"] == "multiweb_telemetry::http")
+            .collect()
     }
 }

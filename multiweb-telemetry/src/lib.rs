@@ -64,9 +64,12 @@ mod config;
 mod error;
 mod guard;
 pub mod http;
+mod labels;
 pub mod log;
 pub mod metrics;
 mod panic;
+mod request_span;
+mod subscriber;
 pub mod testing;
 pub mod trace;
 
@@ -138,7 +141,14 @@ impl TelemetryBuilder {
         let (exporter, upkeep) =
             crate::metrics::install(recorder, config.process_metrics, Some(logs.dropped.clone()))?;
         let traces = trace::install(&config)?;
-        log::install(&config, &logs, traces.tracer)?;
+        tracing::dispatcher::set_global_default(subscriber::dispatch(
+            &config,
+            &logs,
+            traces.tracer,
+        ))
+        .map_err(|_| Error::SubscriberAlreadySet)?;
+        // Forward the `log` crate; another logger being there already is not our error.
+        let _ = tracing_log::LogTracer::init();
         let panic_hook = self
             .panic_hook
             .unwrap_or(true)
@@ -192,7 +202,7 @@ impl TelemetryBuilder {
         let config = self.resolve(&|name| std::env::var_os(name))?;
         let logs = log::writer(&config, self.log_writer.take())?;
         let traces = trace::install(&config)?;
-        let dispatch = log::dispatch(&config, &logs, traces.tracer);
+        let dispatch = subscriber::dispatch(&config, &logs, traces.tracer);
         tracing::dispatcher::with_default(&dispatch, || trace::warn_about_settings(&config));
         Ok((
             dispatch,

@@ -83,7 +83,9 @@ fn hostile_paths_give_exactly_one_valid_json_line_each() {
         .collect();
     assert_eq!(access.len(), paths.len() + 1, "one access line per request");
     for (line, path) in access.iter().zip(&paths) {
-        let logged = line["path"].as_str().unwrap();
+        // `path` is the route template where one matched; `url.path` is
+        // always the path as requested.
+        let logged = line["url.path"].as_str().unwrap();
         if path.len() > multiweb_telemetry::log::MAX_VALUE_BYTES {
             assert_eq!(
                 logged.len(),

@@ -10,6 +10,10 @@ mod resolved;
 mod tests;
 
 pub use builder::TelemetryBuilder;
+
+/// A custom destination for log lines, set with
+/// [`TelemetryBuilder::log_writer`].
+pub(crate) struct LogSink(pub(crate) Box<dyn std::io::Write + Send>);
 pub(crate) use resolved::{Buckets, Config, OtlpExport};
 
 /// Default histogram buckets, in seconds.

@@ -109,7 +109,7 @@ impl TelemetryBuilder {
             log_buffer_bytes,
             buckets: self.resolve_buckets()?,
             process_metrics: self.process_metrics.unwrap_or(true),
-            bridge_request_spans: self.bridge_request_spans.unwrap_or(false),
+            bridge_request_spans: self.bridge_request_spans.unwrap_or(true),
         })
     }
 
@@ -313,10 +313,6 @@ pub(crate) struct Config {
     pub(crate) service_version: Option<String>,
     pub(crate) service_name: String,
     pub(crate) resource_attributes: Vec<(String, String)>,
-    #[allow(
-        dead_code,
-        reason = "folded into `traces.export`; kept for diagnostics"
-    )]
     pub(crate) disabled: bool,
     pub(crate) log_filter: tracing_subscriber::EnvFilter,
     pub(crate) log_format: LogFormat,
@@ -327,7 +323,7 @@ pub(crate) struct Config {
     pub(crate) log_buffer_bytes: usize,
     pub(crate) buckets: Buckets,
     pub(crate) process_metrics: bool,
-    /// Request spans through the bridge (see `trace::request`).
+    /// Request spans through the bridge (see `request_span`).
     pub(crate) bridge_request_spans: bool,
 }
 
