@@ -37,6 +37,12 @@
 //!   endpoint is configured, with the guide's sampling strategy.
 //! - **HTTP** ([`http`]): the tower layer for RED metrics, request spans and
 //!   access log lines.
+//! - **Panics**: a panic hook that logs each panic as one JSON line at error
+//!   level, with the request's fields and trace ids, through the
+//!   non-blocking writer (never a blocking write to stderr), and counts it in
+//!   [`multiweb_telemetry_panics_total`](metrics::PANICS). A hook installed
+//!   before `init` is still called; the standard one is not. Opt out with
+//!   [`TelemetryBuilder::panic_hook`].
 //!
 //! # Configuration
 //!
@@ -44,7 +50,8 @@
 //! in code, and code wins over the environment, which wins over the defaults
 //! (the OpenTelemetry convention). See [`TelemetryBuilder`] for the table of
 //! settings and variables. Every invalid value is an [`Error`] naming the
-//! variable and the value.
+//! variable and the value (never a secret: tokens and header values are
+//! `<redacted>`, and so is the userinfo of a URL).
 //!
 //! # Feature flags
 //!
@@ -60,6 +67,7 @@ pub mod http;
 mod labels;
 pub mod log;
 pub mod metrics;
+mod panic;
 mod request_span;
 mod subscriber;
 pub mod testing;
@@ -67,8 +75,10 @@ pub mod trace;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+#[allow(deprecated, reason = "re-exported for compatibility")]
+pub use config::DEFAULT_LOG_BUFFER_LINES;
 pub use config::{
-    DEFAULT_BUCKETS, DEFAULT_LOG_BUFFER_LINES, LogFormat, OtlpProtocol, TelemetryBuilder,
+    DEFAULT_BUCKETS, DEFAULT_LOG_BUFFER_BYTES, LogFormat, OtlpProtocol, TelemetryBuilder,
     TraceSampler,
 };
 pub use error::Error;
@@ -139,6 +149,10 @@ impl TelemetryBuilder {
         .map_err(|_| Error::SubscriberAlreadySet)?;
         // Forward the `log` crate; another logger being there already is not our error.
         let _ = tracing_log::LogTracer::init();
+        let panic_hook = self
+            .panic_hook
+            .unwrap_or(true)
+            .then(|| panic::install(logs.writer.clone()));
         trace::warn_about_settings(&config);
         let listener = listener
             .map(|listener| {
@@ -161,6 +175,7 @@ impl TelemetryBuilder {
             log_worker: Some(logs.worker),
             listener,
             upkeep: Some(upkeep),
+            panic_hook: panic_hook.flatten(),
         })
     }
 
@@ -198,6 +213,7 @@ impl TelemetryBuilder {
                 log_worker: Some(logs.worker),
                 listener: None,
                 upkeep: None,
+                panic_hook: None,
             },
         ))
     }

@@ -79,8 +79,9 @@
 //! # Propagation
 //!
 //! The HTTP layer continues an incoming W3C `traceparent`/`tracestate`
-//! (with the SDK disabled, passes it through); invalid headers are ignored
-//! and start a new trace. For outgoing calls,
+//! (with the SDK disabled, passes it through); headers that break the W3C
+//! rules in any way (lengths, lowercase hex, zero ids, two `traceparent`s)
+//! are ignored and start a new trace. For outgoing calls,
 //! [`inject_context`] writes the current span's `traceparent` into a
 //! request's headers.
 
@@ -88,6 +89,7 @@ mod context;
 mod otlp;
 mod processor;
 mod sampler;
+mod traceparent;
 
 use std::time::Duration;
 
@@ -194,7 +196,7 @@ impl Injector for HeaderWriter<'_> {
 pub(crate) fn remote_parent(headers: &HeaderMap) -> Option<opentelemetry::Context> {
     // A name made once: looking a `&str` up parses it first.
     static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
-    if !headers.contains_key(&TRACEPARENT) {
+    if !traceparent::is_valid_in(headers.get_all(&TRACEPARENT)) {
         return None;
     }
     let cx = TraceContextPropagator::new().extract(&HeaderReader(headers));
