@@ -572,6 +572,8 @@ pub struct ExportedSpan {
     pub kind: String,
     /// `STATUS_CODE_UNSET`, `STATUS_CODE_ERROR`, …
     pub status: String,
+    /// The status description (empty when there is none).
+    pub status_message: String,
     /// Attributes as `(key, printed value)`, e.g. `("http.route", "Str(/x)")`.
     pub attributes: Vec<(String, String)>,
     /// The resource's attributes.
@@ -670,6 +672,7 @@ pub fn parse_rotel_spans(lines: &[String]) -> Vec<ExportedSpan> {
                 "Name" => span.name = value,
                 "Kind" => span.kind = value,
                 "Status code" => span.status = value,
+                "Status message" => span.status_message = value,
                 _ => {}
             }
         }

@@ -60,6 +60,8 @@
 //! | *(none yet)* | | every capability above is always on |
 
 pub mod business;
+#[cfg(feature = "client")]
+pub mod client;
 mod config;
 mod error;
 mod guard;

@@ -1,0 +1,687 @@
+//! Outgoing calls (feature `client`), through the tower layer on hyper's
+//! client and through the reqwest middleware, as a user looks at them: the
+//! span tree of two services in a real collector (rotel, started once for
+//! this binary), the `traceparent` the called service received, the exact
+//! `http_client_request_duration_seconds` series, and failed calls.
+//!
+//! Each test runs the called service on a thread of its own, with its own
+//! runtime and telemetry (a service of its own name), and the calling
+//! service on the test's thread, under a dispatch of its own.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use axum::Router;
+use axum::routing::get;
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use multiweb_telemetry::client::ClientService;
+use multiweb_telemetry::testing::{Exposition, MetricsCapture};
+use multiweb_telemetry::{OtlpProtocol, Telemetry, TelemetryBuilder, TraceSampler};
+use multiweb_tests::{Collector, ExportedSpan};
+use tower::{Layer, ServiceExt};
+
+/// A caller's trace, continued by the calling service.
+const REMOTE_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const REMOTE_SPAN: &str = "00f067aa0ba902b7";
+const TRACESTATE: &str = "congo=t61rcWkgMzE";
+/// Put in the URL's userinfo and query string: never in a span or a label.
+const SECRET: &str = "s3cret";
+
+const DURATION_COUNT: &str = "http_client_request_duration_seconds_count";
+
+fn collector() -> &'static Collector {
+    static COLLECTOR: OnceLock<Collector> = OnceLock::new();
+    COLLECTOR.get_or_init(Collector::start)
+}
+
+/// Telemetry for service `name`, exporting every span to the collector.
+fn telemetry(name: &str) -> TelemetryBuilder {
+    Telemetry::builder()
+        .service_name(name)
+        .log_writer(std::io::sink())
+        .otlp_endpoint(format!("http://{}", collector().grpc))
+        .otlp_protocol(OtlpProtocol::Grpc)
+        .sampler(TraceSampler::AlwaysOn)
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The called service: `/api/v1/stock/{id}` answers `7 in stock`, `/fail`
+/// a 503; the headers of every request it received are kept.
+struct Callee {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<HeaderMap>>>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Callee {
+    fn start(name: &str) -> Self {
+        let seen: Arc<Mutex<Vec<HeaderMap>>> = Arc::default();
+        let app = {
+            let seen = Arc::clone(&seen);
+            Router::new()
+                .route(
+                    "/api/v1/stock/{id}",
+                    get(move |headers: HeaderMap| {
+                        seen.lock().unwrap().push(headers);
+                        async { "7 in stock" }
+                    }),
+                )
+                .route(
+                    "/fail",
+                    get(|| async { (StatusCode::SERVICE_UNAVAILABLE, "down") }),
+                )
+                .layer(multiweb_telemetry::http::layer())
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (bound, addr) = std::sync::mpsc::channel();
+        let name = name.to_owned();
+        let thread = std::thread::spawn(move || {
+            let (dispatch, guard) = telemetry(&name).build_dispatch().unwrap();
+            let runtime = current_thread();
+            tracing::dispatcher::with_default(&dispatch, || {
+                runtime.block_on(async move {
+                    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                    bound.send(listener.local_addr().unwrap()).unwrap();
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(async {
+                            let _ = stopped.await;
+                        })
+                        .await
+                        .unwrap();
+                });
+            });
+            drop(runtime);
+            drop(dispatch);
+            drop(guard); // exports the service's spans
+        });
+        let addr = addr.recv().expect("the called service listens");
+        Self {
+            addr,
+            seen,
+            stop,
+            thread,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Stops the service, once its spans are exported; returns the headers
+    /// of every request it received.
+    fn stop(self) -> Vec<HeaderMap> {
+        let _ = self.stop.send(());
+        self.thread.join().expect("the called service stops");
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// The calling service's telemetry and runtime, on the test's thread.
+/// Dropping it exports its spans (the runtime goes first, closing the
+/// clients' connections).
+struct Caller {
+    runtime: tokio::runtime::Runtime,
+    dispatch: tracing::Dispatch,
+    _guard: multiweb_telemetry::TelemetryGuard,
+}
+
+impl Caller {
+    fn new(builder: TelemetryBuilder) -> Self {
+        let (dispatch, guard) = builder.build_dispatch().unwrap();
+        Self {
+            runtime: current_thread(),
+            dispatch,
+            _guard: guard,
+        }
+    }
+
+    fn block_on<F: Future>(&self, future: F) -> F::Output {
+        let _default = tracing::dispatcher::set_default(&self.dispatch);
+        self.runtime.block_on(future)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Flavour {
+    /// `reqwest_middleware` with `client::middleware()`.
+    Reqwest,
+    /// hyper-util's legacy client under `client::layer()`.
+    Hyper,
+}
+
+const FLAVOURS: [Flavour; 2] = [Flavour::Reqwest, Flavour::Hyper];
+
+type HyperService = ClientService<HyperClient<HttpConnector, Empty<Bytes>>>;
+
+#[derive(Clone)]
+enum Client {
+    Reqwest(reqwest_middleware::ClientWithMiddleware),
+    Hyper(HyperService),
+}
+
+fn bare_reqwest() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+impl Client {
+    fn new(flavour: Flavour) -> Self {
+        match flavour {
+            Flavour::Reqwest => Self::Reqwest(
+                reqwest_middleware::ClientBuilder::new(bare_reqwest())
+                    .with(multiweb_telemetry::client::middleware())
+                    .build(),
+            ),
+            Flavour::Hyper => Self::Hyper(
+                multiweb_telemetry::client::layer()
+                    .layer(HyperClient::builder(TokioExecutor::new()).build_http()),
+            ),
+        }
+    }
+
+    /// Calls `url`: the status and the body, or the error.
+    async fn call(&self, method: &str, url: &str) -> Result<(u16, String), String> {
+        match self {
+            Self::Reqwest(client) => {
+                let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+                let response = client
+                    .request(method, url)
+                    .header("authorization", format!("Bearer {SECRET}"))
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let status = response.status().as_u16();
+                Ok((status, response.text().await.map_err(|e| e.to_string())?))
+            }
+            Self::Hyper(client) => {
+                let request = Request::builder()
+                    .method(method)
+                    .uri(url)
+                    .header("authorization", format!("Bearer {SECRET}"))
+                    .body(Empty::new())
+                    .unwrap();
+                let response = client
+                    .clone()
+                    .oneshot(request)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let status = response.status().as_u16();
+                let body = response
+                    .into_body()
+                    .collect()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok((
+                    status,
+                    String::from_utf8_lossy(&body.to_bytes()).into_owned(),
+                ))
+            }
+        }
+    }
+}
+
+/// The calling service: `/checkout` GETs each of `urls` through `client`,
+/// and answers what it got, `; `-separated.
+fn caller_app(client: Client, urls: Vec<String>) -> Router {
+    Router::new()
+        .route(
+            "/checkout",
+            get(move || {
+                let (client, urls) = (client.clone(), urls.clone());
+                async move {
+                    let mut answers = Vec::new();
+                    for url in &urls {
+                        answers.push(match client.call("GET", url).await {
+                            Ok((status, body)) => format!("{status} {body}"),
+                            Err(error) => format!("error: {error}"),
+                        });
+                    }
+                    answers.join("; ")
+                }
+            }),
+        )
+        .layer(multiweb_telemetry::http::layer())
+}
+
+/// Sends `GET /checkout` with `headers` to `app`; the body it answered.
+async fn checkout(app: Router, headers: &[(&str, &str)]) -> String {
+    let mut request = Request::get("/checkout");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = app
+        .oneshot(request.body(axum::body::Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// A URL on 127.0.0.1 where nothing listens.
+fn refused_url() -> String {
+    format!(
+        "http://127.0.0.1:{}/api/v1/stock/7",
+        multiweb_tests::free_port()
+    )
+}
+
+fn of_service<'a>(spans: &'a [ExportedSpan], name: &str) -> Vec<&'a ExportedSpan> {
+    let name = format!("Str({name})");
+    spans
+        .iter()
+        .filter(|s| s.resource_attribute("service.name") == Some(&name[..]))
+        .collect()
+}
+
+/// Waits until the collector has `count` spans of service `name`.
+fn spans_of(name: &str, count: usize) -> Vec<ExportedSpan> {
+    let spans = collector().wait_for(|spans| of_service(spans, name).len() >= count);
+    of_service(&spans, name).into_iter().cloned().collect()
+}
+
+fn one<'a>(spans: &'a [ExportedSpan], kind: &str) -> &'a ExportedSpan {
+    let found: Vec<_> = spans.iter().filter(|s| s.kind == kind).collect();
+    assert_eq!(found.len(), 1, "one {kind} span in {spans:#?}");
+    found[0]
+}
+
+fn sorted_attributes(span: &ExportedSpan) -> Vec<(String, String)> {
+    let mut attributes = span.attributes.clone();
+    attributes.sort();
+    attributes
+}
+
+fn pairs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// SERVER → CLIENT → SERVER across two services under one trace id: the
+/// call's span is a child of the request span that made the call (on the
+/// default path and on the opt-in direct path), the called service's
+/// request span a child of the call's, which is the parent its
+/// `traceparent` named; `tracestate` goes along. The CLIENT span carries
+/// the attributes of the contract, its `url.full` with neither the userinfo
+/// nor the query string.
+#[test]
+fn a_call_inside_a_request_continues_its_trace_in_the_called_service() {
+    let runs = [
+        (Flavour::Reqwest, false),
+        (Flavour::Hyper, false),
+        (Flavour::Reqwest, true),
+    ];
+    for (flavour, direct) in runs {
+        let name = format!("client-trace-{flavour:?}-direct-{direct}");
+        let callee = Callee::start(&format!("{name}-callee"));
+        let port = callee.addr.port();
+        let url = match flavour {
+            Flavour::Reqwest => {
+                format!("http://user:{SECRET}@127.0.0.1:{port}/api/v1/stock/7?token={SECRET}#top")
+            }
+            // http::Uri takes no fragment.
+            Flavour::Hyper => format!("http://127.0.0.1:{port}/api/v1/stock/7?token={SECRET}"),
+        };
+        let caller = Caller::new(telemetry(&name).bridge_request_spans(!direct));
+        let traceparent = format!("00-{REMOTE_TRACE}-{REMOTE_SPAN}-01");
+        let answer = caller.block_on(checkout(
+            caller_app(Client::new(flavour), vec![url]),
+            &[("traceparent", &traceparent), ("tracestate", TRACESTATE)],
+        ));
+        assert_eq!(answer, "200 7 in stock", "{name}");
+        drop(caller);
+        let seen = callee.stop();
+
+        let ours = spans_of(&name, 2);
+        let theirs = spans_of(&format!("{name}-callee"), 1);
+        let server = one(&ours, "SPAN_KIND_SERVER");
+        let client = one(&ours, "SPAN_KIND_CLIENT");
+        let called = one(&theirs, "SPAN_KIND_SERVER");
+        assert_eq!(ours.len(), 2, "{name}: {ours:#?}");
+        assert_eq!(server.name, "GET /checkout");
+        assert_eq!(
+            (&server.trace_id[..], &server.parent_id[..]),
+            (REMOTE_TRACE, REMOTE_SPAN)
+        );
+        assert_eq!(client.name, "GET", "{name}");
+        assert_eq!(client.trace_id, REMOTE_TRACE, "{name}");
+        assert_eq!(client.parent_id, server.span_id, "{name}: {ours:#?}");
+        assert_eq!(client.status, "STATUS_CODE_UNSET", "{name}");
+        let port_value = format!("Int({port})");
+        let url_value = format!("Str(http://127.0.0.1:{port}/api/v1/stock/7)");
+        assert_eq!(
+            sorted_attributes(client),
+            pairs(&[
+                ("http.request.method", "Str(GET)"),
+                ("http.response.status_code", "Int(200)"),
+                ("server.address", "Str(127.0.0.1)"),
+                ("server.port", &port_value),
+                ("url.full", &url_value),
+            ]),
+            "{name}"
+        );
+        assert_eq!(called.name, "GET /api/v1/stock/{id}", "{name}");
+        assert_eq!(called.trace_id, REMOTE_TRACE, "{name}");
+        assert_eq!(called.parent_id, client.span_id, "{name}");
+
+        assert_eq!(seen.len(), 1, "{name}");
+        let header = |key: &str| seen[0].get(key).map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(
+            header("traceparent"),
+            Some(format!("00-{REMOTE_TRACE}-{}-01", client.span_id)),
+            "{name}"
+        );
+        assert_eq!(header("tracestate").as_deref(), Some(TRACESTATE), "{name}");
+        for span in ours.iter().chain(&theirs) {
+            for (key, value) in &span.attributes {
+                assert!(!value.contains(SECRET), "{name}: {key}={value}");
+            }
+        }
+    }
+}
+
+/// `http_client_request_duration_seconds{method,server_address,status}`:
+/// the host only (no port, path or query), the status code, `error` for a
+/// refused connection; exactly these series, each a histogram with the
+/// default buckets.
+#[test]
+fn calls_are_measured_by_method_server_address_and_status() {
+    for flavour in FLAVOURS {
+        let name = format!("client-metrics-{flavour:?}");
+        let callee = Callee::start(&format!("{name}-callee"));
+        let stock = format!("{}?token={SECRET}", callee.url("/api/v1/stock/7"));
+        let fail = callee.url("/fail");
+        let refused = refused_url();
+        let capture = MetricsCapture::new();
+        let caller = Caller::new(telemetry(&name));
+        let client = Client::new(flavour);
+        let answers = {
+            let _recorder = capture.enter();
+            caller.block_on(async {
+                let mut answers = Vec::new();
+                for (method, url) in [
+                    ("GET", &stock),
+                    ("GET", &stock),
+                    ("GET", &fail),
+                    ("GET", &refused),
+                    ("POST", &stock),
+                ] {
+                    answers.push(client.call(method, url).await.map(|(status, _)| status));
+                }
+                answers
+            })
+        };
+        assert_eq!(answers[..3], [Ok(200), Ok(200), Ok(503)], "{name}");
+        assert!(answers[3].is_err(), "{name}: {answers:?}");
+        assert_eq!(answers[4], Ok(405), "{name}");
+        drop(caller);
+        callee.stop();
+
+        let metrics = capture.exposition();
+        let mut counts: Vec<_> = metrics
+            .find(DURATION_COUNT, &[])
+            .map(|sample| (sample.labels.clone(), sample.value))
+            .collect();
+        counts.sort_by(|a, b| a.0.cmp(&b.0));
+        let series = |method: &str, status: &str, count: f64| {
+            (
+                pairs(&[
+                    ("method", method),
+                    ("server_address", "127.0.0.1"),
+                    ("status", status),
+                ]),
+                count,
+            )
+        };
+        assert_eq!(
+            counts,
+            [
+                series("GET", "200", 2.0),
+                series("GET", "503", 1.0),
+                series("GET", "error", 1.0),
+                series("POST", "405", 1.0),
+            ],
+            "{name}"
+        );
+        assert_histogram(&metrics, &name);
+    }
+}
+
+fn assert_histogram(metrics: &Exposition, name: &str) {
+    assert_eq!(
+        metrics.type_of("http_client_request_duration_seconds"),
+        Some("histogram"),
+        "{name}"
+    );
+    let ok = [
+        ("method", "GET"),
+        ("server_address", "127.0.0.1"),
+        ("status", "200"),
+    ];
+    for le in ["0.5", "1", "+Inf"] {
+        let labels = [ok.as_slice(), &[("le", le)]].concat();
+        assert_eq!(
+            metrics.value("http_client_request_duration_seconds_bucket", &labels),
+            Some(2.0),
+            "{name}: le={le}"
+        );
+    }
+    let sum = metrics.value("http_client_request_duration_seconds_sum", &ok);
+    assert!(sum.is_some_and(|sum| sum > 0.0), "{name}: {sum:?}");
+}
+
+/// A 5xx answer and a refused connection mark their CLIENT spans as
+/// errors; the refused call's span has no status code.
+#[test]
+fn a_5xx_answer_and_a_refused_connection_are_span_errors() {
+    for flavour in FLAVOURS {
+        let name = format!("client-errors-{flavour:?}");
+        let callee = Callee::start(&format!("{name}-callee"));
+        let refused = refused_url();
+        let refused_call = match flavour {
+            Flavour::Reqwest => {
+                refused.replace("http://", &format!("http://user:{SECRET}@"))
+                    + &format!("?token={SECRET}")
+            }
+            Flavour::Hyper => format!("{refused}?token={SECRET}"),
+        };
+        let fail = callee.url("/fail");
+        let caller = Caller::new(telemetry(&name));
+        let answer = caller.block_on(checkout(
+            caller_app(Client::new(flavour), vec![fail.clone(), refused_call]),
+            &[],
+        ));
+        assert!(answer.starts_with("503 down; error: "), "{name}: {answer}");
+        drop(caller);
+        callee.stop();
+
+        let ours = spans_of(&name, 3);
+        let server = one(&ours, "SPAN_KIND_SERVER");
+        let clients: Vec<_> = ours
+            .iter()
+            .filter(|s| s.kind == "SPAN_KIND_CLIENT")
+            .collect();
+        assert_eq!(clients.len(), 2, "{name}: {ours:#?}");
+        for client in &clients {
+            assert_eq!(client.status, "STATUS_CODE_ERROR", "{name}: {client:#?}");
+            assert_eq!(client.parent_id, server.span_id, "{name}");
+        }
+        let fail_url = format!("Str({fail})");
+        let failed = clients
+            .iter()
+            .find(|s| s.attribute("url.full") == Some(&fail_url[..]))
+            .expect("the 503's span");
+        assert_eq!(
+            failed.attribute("http.response.status_code"),
+            Some("Int(503)")
+        );
+        assert_eq!(failed.status_message, "", "{name}");
+        let refused_value = format!("Str({refused})");
+        let refused_span = clients
+            .iter()
+            .find(|s| s.attribute("url.full") == Some(&refused_value[..]))
+            .expect("the refused call's span");
+        assert_eq!(
+            refused_span.attribute("http.response.status_code"),
+            None,
+            "{name}"
+        );
+        // The error's text: reqwest's with its sources and the URL without
+        // its userinfo and query string; the tower layer's is the inner
+        // service's error as it displays itself.
+        let message = &refused_span.status_message;
+        let expected = match flavour {
+            Flavour::Reqwest => format!(
+                "error sending request for url ({refused}): client error (Connect): tcp connect error: "
+            ),
+            Flavour::Hyper => "client error (Connect)".to_owned(),
+        };
+        assert!(message.starts_with(&expected), "{name}: {message}");
+        assert!(!message.contains(SECRET), "{name}: {message}");
+        assert_eq!(
+            server.status, "STATUS_CODE_UNSET",
+            "the caller answered 200"
+        );
+    }
+}
+
+/// The duration is recorded, and the span ends, when the response body
+/// has been read to its end or dropped, not when the headers arrive.
+#[test]
+fn a_call_ends_when_its_response_body_has_been_read_or_dropped() {
+    for flavour in FLAVOURS {
+        let name = format!("client-body-{flavour:?}");
+        let callee = Callee::start(&format!("{name}-callee"));
+        let url = callee.url("/api/v1/stock/7");
+        let capture = MetricsCapture::new();
+        let caller = Caller::new(telemetry(&name));
+        let count = || {
+            capture
+                .exposition()
+                .find(DURATION_COUNT, &[])
+                .map(|s| s.value)
+                .sum::<f64>()
+        };
+        let counts = {
+            let _recorder = capture.enter();
+            caller.block_on(async {
+                let mut counts = Vec::new();
+                match Client::new(flavour) {
+                    Client::Reqwest(client) => {
+                        let response = client.get(&url).send().await.unwrap();
+                        counts.push(count());
+                        assert_eq!(response.text().await.unwrap(), "7 in stock");
+                        counts.push(count());
+                        drop(client.get(&url).send().await.unwrap());
+                        counts.push(count());
+                    }
+                    Client::Hyper(client) => {
+                        let get = || Request::get(&url).body(Empty::new()).unwrap();
+                        let response = client.clone().oneshot(get()).await.unwrap();
+                        counts.push(count());
+                        let body = response.into_body().collect().await.unwrap().to_bytes();
+                        assert_eq!(body, "7 in stock");
+                        counts.push(count());
+                        drop(client.clone().oneshot(get()).await.unwrap());
+                        counts.push(count());
+                    }
+                }
+                counts
+            })
+        };
+        assert_eq!(
+            counts,
+            [0.0, 1.0, 2.0],
+            "{name}: headers, body read, body dropped"
+        );
+        let metrics = capture.exposition();
+        assert_eq!(
+            metrics.value(DURATION_COUNT, &[("status", "200")]),
+            Some(2.0),
+            "{name}: a dropped body is counted with its status"
+        );
+        drop(caller);
+        callee.stop();
+    }
+}
+
+/// Through the middleware, reqwest's response is the one reqwest made: its
+/// URL, remote address, content length, headers and body; and its errors
+/// are unchanged too.
+#[test]
+fn the_middleware_leaves_reqwests_responses_and_errors_as_they_were() {
+    let callee = Callee::start("client-reqwest-unchanged-callee");
+    let url = format!("{}?page=2", callee.url("/api/v1/stock/7"));
+    let refused = refused_url();
+    let caller = Caller::new(telemetry("client-reqwest-unchanged"));
+    let Client::Reqwest(ours) = Client::new(Flavour::Reqwest) else {
+        unreachable!()
+    };
+    let bare = bare_reqwest();
+    caller.block_on(async {
+        let theirs = bare.get(&url).send().await.unwrap();
+        let mine = ours.get(&url).send().await.unwrap();
+        assert_eq!(mine.url(), theirs.url());
+        assert_eq!(mine.url().as_str(), url);
+        assert_eq!(mine.status(), theirs.status());
+        assert_eq!(mine.version(), theirs.version());
+        assert_eq!(mine.remote_addr(), theirs.remote_addr());
+        assert_eq!(mine.remote_addr(), Some(callee.addr));
+        assert_eq!(mine.content_length(), Some(10));
+        assert_eq!(mine.content_length(), theirs.content_length());
+        let names = |r: &reqwest::Response| {
+            let mut names: Vec<_> = r.headers().keys().map(|k| k.as_str().to_owned()).collect();
+            names.sort();
+            names
+        };
+        assert_eq!(names(&mine), names(&theirs));
+        assert_eq!(mine.text().await.unwrap(), theirs.text().await.unwrap());
+
+        let theirs = bare.get(&refused).send().await.unwrap_err();
+        let mine = ours.get(&refused).send().await.unwrap_err();
+        let reqwest_middleware::Error::Reqwest(mine) = mine else {
+            panic!("a reqwest error: {mine:?}")
+        };
+        assert!(mine.is_connect() && theirs.is_connect());
+        assert_eq!(mine.url(), theirs.url());
+        assert_eq!(mine.to_string(), theirs.to_string());
+    });
+    drop(caller);
+    callee.stop();
+}
+
+/// With the SDK disabled there is no OpenTelemetry span: a call inside a
+/// request that brought a `traceparent` passes the caller's on, unchanged,
+/// as the OpenTelemetry API does without an SDK.
+#[test]
+fn with_the_sdk_disabled_a_call_passes_the_callers_traceparent_on() {
+    for flavour in FLAVOURS {
+        let callee = Callee::start(&format!("client-disabled-{flavour:?}-callee"));
+        let caller = Caller::new(telemetry("client-disabled").disabled(true));
+        let traceparent = format!("00-{REMOTE_TRACE}-{REMOTE_SPAN}-01");
+        let answer = caller.block_on(checkout(
+            caller_app(Client::new(flavour), vec![callee.url("/api/v1/stock/7")]),
+            &[("traceparent", &traceparent)],
+        ));
+        assert_eq!(answer, "200 7 in stock");
+        drop(caller);
+        let seen = callee.stop();
+        assert_eq!(
+            seen[0].get("traceparent").map(|v| v.to_str().unwrap()),
+            Some(&traceparent[..]),
+            "{flavour:?}"
+        );
+    }
+}
