@@ -6,6 +6,7 @@
 #
 #   bash scripts/bench-instructions.sh full_stack no_telemetry hand_made multiweb_keep_errors
 #   bash scripts/bench-instructions.sh http_layer no_layer axum_prometheus multiweb_metrics_only
+#   FEATURES=client bash scripts/bench-instructions.sh client reqwest multiweb_reqwest
 #
 # Each contender runs twice under callgrind (criterion's --profile-time 2 and
 # 6 seconds); the difference of the two totals divided by the difference of
@@ -27,7 +28,7 @@ if [ $# -lt 2 ]; then
 fi
 bench=$1
 shift
-exe=$(cargo bench -p multiweb-telemetry --bench "$bench" --no-run 2>&1 |
+exe=$(cargo bench -p multiweb-telemetry ${FEATURES:+--features "$FEATURES"} --bench "$bench" --no-run 2>&1 |
   grep -o "[^ (]*/release/deps/${bench}-[0-9a-f]*" | tail -1)
 if [ -z "$exe" ]; then
   echo "bench-instructions: could not build the $bench benchmark" >&2

@@ -1,12 +1,12 @@
 //! [`Call`]: what the layer and the middleware keep about one outgoing call,
 //! from its start until its response body ends.
 
-use std::fmt;
 use std::sync::Arc;
 
 use http::HeaderMap;
-use opentelemetry::trace::Status;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
+use opentelemetry::KeyValue;
+use opentelemetry::trace::{Status, TraceContextExt as _};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use super::series::{ClientSeries, HostSeries, Outcome, UNKNOWN_SERVER_ADDRESS};
 use crate::labels::{Method, OTHER_METHOD};
@@ -49,21 +49,30 @@ impl Target<'_> {
 }
 
 /// `url.full`: scheme, host, the port if written, and the path; never the
-/// userinfo, the query string or the fragment. Formatted only if a layer
-/// of the subscriber records the span.
-struct FullUrl<'a>(&'a Target<'a>);
-
-impl fmt::Display for FullUrl<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let target = self.0;
-        if let Some(host) = target.host {
-            write!(f, "{}://{host}", target.scheme.unwrap_or("http"))?;
-            if let Some(port) = target.port {
-                write!(f, ":{port}")?;
-            }
-        }
-        f.write_str(target.path)
+/// userinfo, the query string or the fragment. Built piece by piece:
+/// `format!` costs about five times more.
+fn full_url(target: &Target<'_>) -> String {
+    let mut digits = [0; 20];
+    let port = target
+        .port
+        .map(|port| crate::log::decimal(u64::from(port), &mut digits))
+        .and_then(|digits| std::str::from_utf8(digits).ok());
+    let Some(host) = target.host else {
+        return target.path.to_owned();
+    };
+    let scheme = target.scheme.unwrap_or("http");
+    let mut url = String::with_capacity(
+        scheme.len() + 3 + host.len() + 1 + port.map_or(0, str::len) + target.path.len(),
+    );
+    url.push_str(scheme);
+    url.push_str("://");
+    url.push_str(host);
+    if let Some(port) = port {
+        url.push(':');
+        url.push_str(port);
     }
+    url.push_str(target.path);
+    url
 }
 
 /// One outgoing call. Its end records the call's duration and ends its span;
@@ -72,6 +81,12 @@ impl fmt::Display for FullUrl<'_> {
 #[derive(Debug)]
 pub(crate) struct Call {
     span: tracing::Span,
+    /// The context the request carries on: the call span's, else (no
+    /// bridge, the span filtered out) the current one.
+    cx: opentelemetry::Context,
+    /// Whether `cx` is the call span's own, which the call's attributes
+    /// and status go to.
+    own: bool,
     start: quanta::Instant,
     method: Method,
     host: Arc<HostSeries>,
@@ -83,6 +98,13 @@ pub(crate) struct Call {
 impl Call {
     /// Starts the CLIENT span of the call `target` describes, a child of the
     /// current span, and its clock.
+    ///
+    /// The span's attributes go straight to its OpenTelemetry span, not
+    /// through `tracing` fields: the span is never entered, so no log line
+    /// would carry them, and each `tracing` field costs every layer of the
+    /// subscriber (BENCHMARKS.md). It is never entered because the bridge
+    /// ends a span at its last exit, and this one ends with the response
+    /// body.
     pub(crate) fn start(series: &Arc<ClientSeries>, target: &Target<'_>) -> Self {
         let method = Method::of(target.method);
         let address = target.server_address();
@@ -91,14 +113,23 @@ impl Call {
             SPAN_NAME,
             otel.name = span_name(method),
             otel.kind = "client",
-            http.request.method = method.as_str(),
-            server.address = address,
-            // As i64: the bridge exports u64 values as strings.
-            server.port = target.server_port().map(i64::from),
-            url.full = %FullUrl(target),
         );
+        let own_cx = span.context();
+        let own = own_cx.span().span_context().is_valid();
+        let cx = if own {
+            if own_cx.span().is_recording() {
+                own_cx
+                    .span()
+                    .set_attributes(attributes(target, method, address));
+            }
+            own_cx
+        } else {
+            crate::trace::context_of(&span)
+        };
         Self {
             span,
+            cx,
+            own,
             start: quanta::Instant::now(),
             method,
             host: series.host(address.unwrap_or(UNKNOWN_SERVER_ADDRESS)),
@@ -108,26 +139,25 @@ impl Call {
         }
     }
 
-    /// The call's span: the inner service is called and polled inside it.
-    pub(crate) fn span(&self) -> &tracing::Span {
-        &self.span
-    }
-
     /// Writes the call span's `traceparent` and `tracestate` into `headers`
-    /// (the caller's context when the span has no OpenTelemetry side).
+    /// (the current context's when the span has no OpenTelemetry side).
     pub(crate) fn inject(&self, headers: &mut HeaderMap) {
-        let _entered = self.span.enter();
-        crate::trace::inject_context(headers);
+        crate::trace::inject(&self.cx, headers);
     }
 
     /// Notes the response status: `http.response.status_code`, and the
     /// Error status for a 5xx.
     pub(crate) fn respond(&mut self, status: u16) {
         self.outcome = Some(Outcome::Status(status));
-        self.span
-            .set_attribute("http.response.status_code", i64::from(status));
-        if status >= 500 {
-            self.span.set_status(Status::error(""));
+        if self.own {
+            let otel = self.cx.span();
+            otel.set_attribute(KeyValue::new(
+                "http.response.status_code",
+                i64::from(status),
+            ));
+            if status >= 500 {
+                otel.set_status(Status::error(""));
+            }
         }
     }
 
@@ -136,7 +166,9 @@ impl Call {
     /// keeps the status code). Either way the span's status is Error, with
     /// `error` as its description.
     pub(crate) fn fail(&mut self, error: String) {
-        self.span.set_status(Status::error(error));
+        if self.own {
+            self.cx.span().set_status(Status::error(error));
+        }
         if self.outcome.is_none() {
             self.outcome = Some(Outcome::Error);
         }
@@ -162,6 +194,20 @@ impl Drop for Call {
     fn drop(&mut self) {
         self.finish();
     }
+}
+
+/// The attributes of the call span, known when the call starts.
+fn attributes(target: &Target<'_>, method: Method, address: Option<&str>) -> Vec<KeyValue> {
+    let mut attributes = Vec::with_capacity(4);
+    attributes.push(KeyValue::new("http.request.method", method.as_str()));
+    if let Some(address) = address {
+        attributes.push(KeyValue::new("server.address", address.to_owned()));
+    }
+    if let Some(port) = target.server_port() {
+        attributes.push(KeyValue::new("server.port", i64::from(port)));
+    }
+    attributes.push(KeyValue::new("url.full", full_url(target)));
+    attributes
 }
 
 /// The OpenTelemetry name of a call span: its method, or `HTTP` for a

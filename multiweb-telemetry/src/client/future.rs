@@ -11,9 +11,8 @@ use super::body::ResponseBody;
 use super::call::Call;
 
 pin_project! {
-    /// Polls the inner service's future inside the call's span, and hands
-    /// the call to the response body, which ends it when it ends or is
-    /// dropped.
+    /// Notes the inner service's answer on the call, and hands the call to
+    /// the response body, which ends it when it ends or is dropped.
     #[derive(Debug)]
     pub struct ResponseFuture<F> {
         #[pin]
@@ -40,10 +39,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = {
-            let _entered = this.call.as_ref().map(|call| call.span().enter());
-            ready!(this.inner.poll(cx))
-        };
+        let result = ready!(this.inner.poll(cx));
         let mut call = this.call.take();
         match result {
             Ok(response) => {

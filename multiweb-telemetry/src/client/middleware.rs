@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use reqwest::ResponseBuilderExt as _;
 use reqwest_middleware::{Middleware, Next};
-use tracing::Instrument as _;
 
 use super::body::ResponseBody;
 use super::call::{Call, Target};
@@ -78,10 +77,7 @@ impl Middleware for ReqwestMiddleware {
             )
         };
         call.inject(request.headers_mut());
-        let outcome = next
-            .run(request, extensions)
-            .instrument(call.span().clone())
-            .await;
+        let outcome = next.run(request, extensions).await;
         match outcome {
             Ok(response) => {
                 call.respond(response.status().as_u16());

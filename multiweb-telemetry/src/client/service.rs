@@ -40,19 +40,22 @@ where
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let call = {
             let uri = request.uri();
-            // A request with only a path (a tonic client without an
-            // origin): the `Host` header, if any, names the server.
-            let authority = match uri.host() {
-                Some(_) => None,
-                None => request
-                    .headers()
-                    .get(http::header::HOST)
-                    .and_then(|value| value.to_str().ok())
-                    .and_then(|value| value.parse::<Authority>().ok()),
-            };
-            let (host, port) = match &authority {
-                Some(authority) => (Some(authority.host()), authority.port_u16()),
-                None => (uri.host(), uri.port_u16()),
+            let from_header: Option<Authority>;
+            let (host, port) = match uri.host() {
+                Some(host) => (Some(host), uri.port_u16()),
+                // A request with only a path (a tonic client without an
+                // origin): the `Host` header, if any, names the server.
+                None => {
+                    from_header = request
+                        .headers()
+                        .get(http::header::HOST)
+                        .and_then(|value| value.to_str().ok())
+                        .and_then(|value| value.parse().ok());
+                    match &from_header {
+                        Some(authority) => (Some(authority.host()), authority.port_u16()),
+                        None => (None, None),
+                    }
+                }
             };
             Call::start(
                 &self.series,
@@ -66,10 +69,6 @@ where
             )
         };
         call.inject(request.headers_mut());
-        let future = {
-            let _entered = call.span().enter();
-            self.inner.call(request)
-        };
-        ResponseFuture::new(future, call)
+        ResponseFuture::new(self.inner.call(request), call)
     }
 }
