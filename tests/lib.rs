@@ -574,6 +574,10 @@ pub struct ExportedSpan {
     pub status: String,
     /// The status description (empty when there is none).
     pub status_message: String,
+    /// Start and end, in nanoseconds since the Unix epoch.
+    pub start_time: u64,
+    /// See `start_time`.
+    pub end_time: u64,
     /// Attributes as `(key, printed value)`, e.g. `("http.route", "Str(/x)")`.
     pub attributes: Vec<(String, String)>,
     /// The resource's attributes.
@@ -673,6 +677,8 @@ pub fn parse_rotel_spans(lines: &[String]) -> Vec<ExportedSpan> {
                 "Kind" => span.kind = value,
                 "Status code" => span.status = value,
                 "Status message" => span.status_message = value,
+                "Start time" => span.start_time = value.parse().unwrap_or_default(),
+                "End time" => span.end_time = value.parse().unwrap_or_default(),
                 _ => {}
             }
         }

@@ -558,7 +558,9 @@ fn a_5xx_answer_and_a_refused_connection_are_span_errors() {
 }
 
 /// The duration is recorded, and the span ends, when the response body
-/// has been read to its end or dropped, not when the headers arrive.
+/// has been read to its end or dropped, not when the headers arrive: no
+/// sample after the headers, and the span ends after a span the caller
+/// opened and closed between the headers and the body.
 #[test]
 fn a_call_ends_when_its_response_body_has_been_read_or_dropped() {
     for flavour in FLAVOURS {
@@ -574,6 +576,7 @@ fn a_call_ends_when_its_response_body_has_been_read_or_dropped() {
                 .map(|s| s.value)
                 .sum::<f64>()
         };
+        let between = || tracing::info_span!("between_headers_and_body").in_scope(|| {});
         let counts = {
             let _recorder = capture.enter();
             caller.block_on(async {
@@ -582,6 +585,7 @@ fn a_call_ends_when_its_response_body_has_been_read_or_dropped() {
                     Client::Reqwest(client) => {
                         let response = client.get(&url).send().await.unwrap();
                         counts.push(count());
+                        between();
                         assert_eq!(response.text().await.unwrap(), "7 in stock");
                         counts.push(count());
                         drop(client.get(&url).send().await.unwrap());
@@ -591,6 +595,7 @@ fn a_call_ends_when_its_response_body_has_been_read_or_dropped() {
                         let get = || Request::get(&url).body(Empty::new()).unwrap();
                         let response = client.clone().oneshot(get()).await.unwrap();
                         counts.push(count());
+                        between();
                         let body = response.into_body().collect().await.unwrap().to_bytes();
                         assert_eq!(body, "7 in stock");
                         counts.push(count());
@@ -614,6 +619,21 @@ fn a_call_ends_when_its_response_body_has_been_read_or_dropped() {
         );
         drop(caller);
         callee.stop();
+
+        let spans = spans_of(&name, 3);
+        let between = spans
+            .iter()
+            .find(|s| s.name == "between_headers_and_body")
+            .expect("the span between");
+        let first = spans
+            .iter()
+            .filter(|s| s.kind == "SPAN_KIND_CLIENT")
+            .min_by_key(|s| s.start_time)
+            .expect("the first call's span");
+        assert!(
+            first.start_time < between.start_time && between.end_time < first.end_time,
+            "{name}: the call's span covers the body: {first:#?} {between:#?}"
+        );
     }
 }
 
