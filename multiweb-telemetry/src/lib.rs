@@ -37,6 +37,9 @@
 //!   endpoint is configured, with the guide's sampling strategy.
 //! - **HTTP** ([`http`]): the tower layer for RED metrics, request spans and
 //!   access log lines.
+//! - **Outgoing calls** (`client`, feature `client`): a CLIENT span,
+//!   trace propagation and `http_client_request_duration_seconds` for each
+//!   call of a hyper, tonic or reqwest client.
 //! - **Panics**: a panic hook that logs each panic as one JSON line at error
 //!   level, with the request's fields and trace ids, through the
 //!   non-blocking writer (never a blocking write to stderr), and counts it in
@@ -58,6 +61,7 @@
 //! | feature | default | what it enables |
 //! |---|---|---|
 //! | *(none yet)* | | every capability above is always on |
+//! | `client` | no | outgoing calls (`client::layer()` for tower clients such as hyper-util's and tonic's, `client::middleware()` for reqwest-middleware): a CLIENT span, `traceparent`, `http_client_request_duration_seconds`; pulls in reqwest 0.13 (without TLS) and reqwest-middleware 0.5 |
 
 pub mod business;
 #[cfg(feature = "client")]
