@@ -52,7 +52,11 @@ fn metrics_only_installs_no_subscriber_and_the_layer_records_metrics_only() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        for uri in ["/api/v1/products/", "/api/v1/products/", "/api/v1/debug/error"] {
+        for uri in [
+            "/api/v1/products/",
+            "/api/v1/products/",
+            "/api/v1/debug/error",
+        ] {
             let response = app
                 .clone()
                 .oneshot(Request::get(uri).body(Body::empty()).unwrap())

@@ -264,7 +264,10 @@ mod tests {
             "pass-through",
             "logs without traces: the SDK is off"
         );
-        assert_eq!(mode(Telemetry::builder().signals(Signals::TRACES)), "bridged");
+        assert_eq!(
+            mode(Telemetry::builder().signals(Signals::TRACES)),
+            "bridged"
+        );
         assert_eq!(
             mode(Telemetry::builder().signals(Signals::METRICS)),
             "none",
