@@ -83,6 +83,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 #[allow(deprecated, reason = "re-exported for compatibility")]
 pub use config::DEFAULT_LOG_BUFFER_LINES;
+pub use config::Signals;
 pub use config::{
     DEFAULT_BUCKETS, DEFAULT_LOG_BUFFER_BYTES, LogFormat, OtlpProtocol, TelemetryBuilder,
     TraceSampler,
@@ -143,26 +144,42 @@ impl TelemetryBuilder {
             }
         };
 
-        let logs = log::writer(&config, self.log_writer.take())?;
-        let (exporter, upkeep) =
-            crate::metrics::install(recorder, config.process_metrics, Some(logs.dropped.clone()))?;
+        let signals = config.signals;
+        let logs = signals
+            .logs()
+            .then(|| log::writer(&config, self.log_writer.take()))
+            .transpose()?;
+        let metrics = recorder
+            .map(|recorder| {
+                crate::metrics::install(
+                    recorder,
+                    config.process_metrics,
+                    logs.as_ref().map(|logs| logs.dropped.clone()),
+                )
+            })
+            .transpose()?;
+        if !signals.metrics() {
+            // The HTTP layer records no metrics then: nobody would read them.
+            crate::metrics::stop_recording();
+        }
         let traces = trace::install(&config)?;
-        tracing::dispatcher::set_global_default(subscriber::dispatch(
-            &config,
-            &logs,
-            traces.tracer,
-        ))
-        .map_err(|_| Error::SubscriberAlreadySet)?;
-        // Forward the `log` crate; another logger being there already is not our error.
-        let _ = tracing_log::LogTracer::init();
-        let panic_hook = self
-            .panic_hook
-            .unwrap_or(true)
-            .then(|| panic::install(logs.writer.clone()));
+        if let Some(dispatch) = subscriber::dispatch(&config, logs.as_ref(), traces.tracer) {
+            tracing::dispatcher::set_global_default(dispatch)
+                .map_err(|_| Error::SubscriberAlreadySet)?;
+            // Forward the `log` crate; another logger being there already is not our error.
+            let _ = tracing_log::LogTracer::init();
+        }
+        // The panic line goes through the log writer: no logs, no hook.
+        let panic_hook = logs
+            .as_ref()
+            .filter(|_| self.panic_hook.unwrap_or(true))
+            .and_then(|logs| panic::install(logs.writer.clone()));
         trace::warn_about_settings(&config);
+        let (exporter, upkeep) = metrics.unzip();
         let listener = listener
-            .map(|listener| {
-                let service = crate::metrics::MetricsService::with_exporter(exporter.clone());
+            .zip(exporter.clone())
+            .map(|(listener, exporter)| {
+                let service = crate::metrics::MetricsService::with_exporter(exporter);
                 listener.start(match &config.metrics_token {
                     Some(token) => service.require_bearer_token(token.clone()),
                     None => service,
@@ -176,12 +193,12 @@ impl TelemetryBuilder {
         );
         Ok(TelemetryGuard {
             metrics_token: config.metrics_token.clone(),
-            exporter: Some(exporter),
-            tracer_provider: Some(traces.provider),
-            log_worker: Some(logs.worker),
+            exporter,
+            tracer_provider: traces.provider,
+            log_worker: logs.map(|logs| logs.worker),
             listener,
-            upkeep: Some(upkeep),
-            panic_hook: panic_hook.flatten(),
+            upkeep,
+            panic_hook,
         })
     }
 
@@ -206,17 +223,22 @@ impl TelemetryBuilder {
     /// ```
     pub fn build_dispatch(mut self) -> Result<(tracing::Dispatch, TelemetryGuard), Error> {
         let config = self.resolve(&|name| std::env::var_os(name))?;
-        let logs = log::writer(&config, self.log_writer.take())?;
+        let logs = config
+            .signals
+            .logs()
+            .then(|| log::writer(&config, self.log_writer.take()))
+            .transpose()?;
         let traces = trace::install(&config)?;
-        let dispatch = subscriber::dispatch(&config, &logs, traces.tracer);
+        let dispatch = subscriber::dispatch(&config, logs.as_ref(), traces.tracer)
+            .unwrap_or_else(tracing::Dispatch::none);
         tracing::dispatcher::with_default(&dispatch, || trace::warn_about_settings(&config));
         Ok((
             dispatch,
             TelemetryGuard {
                 metrics_token: None,
                 exporter: None,
-                tracer_provider: Some(traces.provider),
-                log_worker: Some(logs.worker),
+                tracer_provider: traces.provider,
+                log_worker: logs.map(|logs| logs.worker),
                 listener: None,
                 upkeep: None,
                 panic_hook: None,
@@ -230,21 +252,26 @@ impl TelemetryBuilder {
     ) -> Result<
         (
             config::Config,
-            metrics_exporter_prometheus::PrometheusRecorder,
+            Option<metrics_exporter_prometheus::PrometheusRecorder>,
             Option<crate::metrics::MetricsListener>,
         ),
         Error,
     > {
         let config = self.resolve(&|name| std::env::var_os(name))?;
         business::check_duplicates()?;
-        if tracing::dispatcher::has_been_set() {
+        let signals = config.signals;
+        if (signals.logs() || signals.traces()) && tracing::dispatcher::has_been_set() {
             return Err(Error::SubscriberAlreadySet);
+        }
+        if !signals.metrics() {
+            // No recorder, so no `/metrics` to serve on a listener either.
+            return Ok((config, None, None));
         }
         let recorder = crate::metrics::build_recorder(&config.buckets)?;
         let listener = config
             .metrics_addr
             .map(crate::metrics::MetricsListener::bind)
             .transpose()?;
-        Ok((config, recorder, listener))
+        Ok((config, Some(recorder), listener))
     }
 }

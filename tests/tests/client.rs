@@ -168,7 +168,7 @@ type HyperService = ClientService<HyperClient<HttpConnector, Empty<Bytes>>>;
 #[derive(Clone)]
 enum Client {
     Reqwest(reqwest_middleware::ClientWithMiddleware),
-    Hyper(HyperService),
+    Hyper(Box<HyperService>),
 }
 
 fn bare_reqwest() -> reqwest::Client {
@@ -183,10 +183,10 @@ impl Client {
                     .with(multiweb_telemetry::client::middleware())
                     .build(),
             ),
-            Flavour::Hyper => Self::Hyper(
+            Flavour::Hyper => Self::Hyper(Box::new(
                 multiweb_telemetry::client::layer()
                     .layer(HyperClient::builder(TokioExecutor::new()).build_http()),
-            ),
+            )),
         }
     }
 
@@ -211,7 +211,7 @@ impl Client {
                     .header("authorization", format!("Bearer {SECRET}"))
                     .body(Empty::new())
                     .unwrap();
-                let response = client
+                let response = (**client)
                     .clone()
                     .oneshot(request)
                     .await
@@ -325,8 +325,8 @@ fn a_call_inside_a_request_continues_its_trace_in_the_called_service() {
     ];
     for (flavour, direct) in runs {
         let name = format!("client-trace-{flavour:?}-direct-{direct}");
-        let callee = Callee::start(&format!("{name}-callee"));
-        let port = callee.addr.port();
+        let inventory = Callee::start(&format!("{name}-inventory"));
+        let port = inventory.addr.port();
         let url = match flavour {
             Flavour::Reqwest => {
                 format!("http://user:{SECRET}@127.0.0.1:{port}/api/v1/stock/7?token={SECRET}#top")
@@ -342,13 +342,13 @@ fn a_call_inside_a_request_continues_its_trace_in_the_called_service() {
         ));
         assert_eq!(answer, "200 7 in stock", "{name}");
         drop(caller);
-        let seen = callee.stop();
+        let seen = inventory.stop();
 
         let ours = spans_of(&name, 2);
-        let theirs = spans_of(&format!("{name}-callee"), 1);
+        let theirs = spans_of(&format!("{name}-inventory"), 1);
         let server = one(&ours, "SPAN_KIND_SERVER");
         let client = one(&ours, "SPAN_KIND_CLIENT");
-        let called = one(&theirs, "SPAN_KIND_SERVER");
+        let inventory_span = one(&theirs, "SPAN_KIND_SERVER");
         assert_eq!(ours.len(), 2, "{name}: {ours:#?}");
         assert_eq!(server.name, "GET /checkout");
         assert_eq!(
@@ -372,9 +372,9 @@ fn a_call_inside_a_request_continues_its_trace_in_the_called_service() {
             ]),
             "{name}"
         );
-        assert_eq!(called.name, "GET /api/v1/stock/{id}", "{name}");
-        assert_eq!(called.trace_id, REMOTE_TRACE, "{name}");
-        assert_eq!(called.parent_id, client.span_id, "{name}");
+        assert_eq!(inventory_span.name, "GET /api/v1/stock/{id}", "{name}");
+        assert_eq!(inventory_span.trace_id, REMOTE_TRACE, "{name}");
+        assert_eq!(inventory_span.parent_id, client.span_id, "{name}");
 
         assert_eq!(seen.len(), 1, "{name}");
         let header = |key: &str| seen[0].get(key).map(|v| v.to_str().unwrap().to_owned());
@@ -400,9 +400,9 @@ fn a_call_inside_a_request_continues_its_trace_in_the_called_service() {
 fn calls_are_measured_by_method_server_address_and_status() {
     for flavour in FLAVOURS {
         let name = format!("client-metrics-{flavour:?}");
-        let callee = Callee::start(&format!("{name}-callee"));
-        let stock = format!("{}?token={SECRET}", callee.url("/api/v1/stock/7"));
-        let fail = callee.url("/fail");
+        let inventory = Callee::start(&format!("{name}-inventory"));
+        let stock = format!("{}?token={SECRET}", inventory.url("/api/v1/stock/7"));
+        let fail = inventory.url("/fail");
         let refused = refused_url();
         let capture = MetricsCapture::new();
         let caller = Caller::new(telemetry(&name));
@@ -427,7 +427,7 @@ fn calls_are_measured_by_method_server_address_and_status() {
         assert!(answers[3].is_err(), "{name}: {answers:?}");
         assert_eq!(answers[4], Ok(405), "{name}");
         drop(caller);
-        callee.stop();
+        inventory.stop();
 
         let metrics = capture.exposition();
         let mut counts: Vec<_> = metrics
@@ -488,7 +488,7 @@ fn assert_histogram(metrics: &Exposition, name: &str) {
 fn a_5xx_answer_and_a_refused_connection_are_span_errors() {
     for flavour in FLAVOURS {
         let name = format!("client-errors-{flavour:?}");
-        let callee = Callee::start(&format!("{name}-callee"));
+        let inventory = Callee::start(&format!("{name}-inventory"));
         let refused = refused_url();
         let refused_call = match flavour {
             Flavour::Reqwest => {
@@ -497,7 +497,7 @@ fn a_5xx_answer_and_a_refused_connection_are_span_errors() {
             }
             Flavour::Hyper => format!("{refused}?token={SECRET}"),
         };
-        let fail = callee.url("/fail");
+        let fail = inventory.url("/fail");
         let caller = Caller::new(telemetry(&name));
         let answer = caller.block_on(checkout(
             caller_app(Client::new(flavour), vec![fail.clone(), refused_call]),
@@ -505,7 +505,7 @@ fn a_5xx_answer_and_a_refused_connection_are_span_errors() {
         ));
         assert!(answer.starts_with("503 down; error: "), "{name}: {answer}");
         drop(caller);
-        callee.stop();
+        inventory.stop();
 
         let ours = spans_of(&name, 3);
         let server = one(&ours, "SPAN_KIND_SERVER");
@@ -565,8 +565,8 @@ fn a_5xx_answer_and_a_refused_connection_are_span_errors() {
 fn a_call_ends_when_its_response_body_has_been_read_or_dropped() {
     for flavour in FLAVOURS {
         let name = format!("client-body-{flavour:?}");
-        let callee = Callee::start(&format!("{name}-callee"));
-        let url = callee.url("/api/v1/stock/7");
+        let inventory = Callee::start(&format!("{name}-inventory"));
+        let url = inventory.url("/api/v1/stock/7");
         let capture = MetricsCapture::new();
         let caller = Caller::new(telemetry(&name));
         let count = || {
@@ -593,13 +593,13 @@ fn a_call_ends_when_its_response_body_has_been_read_or_dropped() {
                     }
                     Client::Hyper(client) => {
                         let get = || Request::get(&url).body(Empty::new()).unwrap();
-                        let response = client.clone().oneshot(get()).await.unwrap();
+                        let response = (*client).clone().oneshot(get()).await.unwrap();
                         counts.push(count());
                         between();
                         let body = response.into_body().collect().await.unwrap().to_bytes();
                         assert_eq!(body, "7 in stock");
                         counts.push(count());
-                        drop(client.clone().oneshot(get()).await.unwrap());
+                        drop((*client).clone().oneshot(get()).await.unwrap());
                         counts.push(count());
                     }
                 }
@@ -618,7 +618,7 @@ fn a_call_ends_when_its_response_body_has_been_read_or_dropped() {
             "{name}: a dropped body is counted with its status"
         );
         drop(caller);
-        callee.stop();
+        inventory.stop();
 
         let spans = spans_of(&name, 3);
         let between = spans
@@ -642,8 +642,8 @@ fn a_call_ends_when_its_response_body_has_been_read_or_dropped() {
 /// are unchanged too.
 #[test]
 fn the_middleware_leaves_reqwests_responses_and_errors_as_they_were() {
-    let callee = Callee::start("client-reqwest-unchanged-callee");
-    let url = format!("{}?page=2", callee.url("/api/v1/stock/7"));
+    let inventory = Callee::start("client-reqwest-unchanged-inventory");
+    let url = format!("{}?page=2", inventory.url("/api/v1/stock/7"));
     let refused = refused_url();
     let caller = Caller::new(telemetry("client-reqwest-unchanged"));
     let Client::Reqwest(ours) = Client::new(Flavour::Reqwest) else {
@@ -658,7 +658,7 @@ fn the_middleware_leaves_reqwests_responses_and_errors_as_they_were() {
         assert_eq!(mine.status(), theirs.status());
         assert_eq!(mine.version(), theirs.version());
         assert_eq!(mine.remote_addr(), theirs.remote_addr());
-        assert_eq!(mine.remote_addr(), Some(callee.addr));
+        assert_eq!(mine.remote_addr(), Some(inventory.addr));
         assert_eq!(mine.content_length(), Some(10));
         assert_eq!(mine.content_length(), theirs.content_length());
         let names = |r: &reqwest::Response| {
@@ -679,7 +679,7 @@ fn the_middleware_leaves_reqwests_responses_and_errors_as_they_were() {
         assert_eq!(mine.to_string(), theirs.to_string());
     });
     drop(caller);
-    callee.stop();
+    inventory.stop();
 }
 
 /// With the SDK disabled there is no OpenTelemetry span: a call inside a
@@ -688,16 +688,16 @@ fn the_middleware_leaves_reqwests_responses_and_errors_as_they_were() {
 #[test]
 fn with_the_sdk_disabled_a_call_passes_the_callers_traceparent_on() {
     for flavour in FLAVOURS {
-        let callee = Callee::start(&format!("client-disabled-{flavour:?}-callee"));
+        let inventory = Callee::start(&format!("client-disabled-{flavour:?}-inventory"));
         let caller = Caller::new(telemetry("client-disabled").disabled(true));
         let traceparent = format!("00-{REMOTE_TRACE}-{REMOTE_SPAN}-01");
         let answer = caller.block_on(checkout(
-            caller_app(Client::new(flavour), vec![callee.url("/api/v1/stock/7")]),
+            caller_app(Client::new(flavour), vec![inventory.url("/api/v1/stock/7")]),
             &[("traceparent", &traceparent)],
         ));
         assert_eq!(answer, "200 7 in stock");
         drop(caller);
-        let seen = callee.stop();
+        let seen = inventory.stop();
         assert_eq!(
             seen[0].get("traceparent").map(|v| v.to_str().unwrap()),
             Some(&traceparent[..]),

@@ -89,7 +89,8 @@ pub(crate) struct Call {
     own: bool,
     start: quanta::Instant,
     method: Method,
-    host: Arc<HostSeries>,
+    /// The series of the call's host, when metrics are recorded.
+    host: Option<Arc<HostSeries>>,
     series: Arc<ClientSeries>,
     outcome: Option<Outcome>,
     finished: bool,
@@ -132,7 +133,8 @@ impl Call {
             own,
             start: quanta::Instant::now(),
             method,
-            host: series.host(address.unwrap_or(UNKNOWN_SERVER_ADDRESS)),
+            host: crate::metrics::recording()
+                .then(|| series.host(address.unwrap_or(UNKNOWN_SERVER_ADDRESS))),
             series: Arc::clone(series),
             outcome: None,
             finished: false,
@@ -181,10 +183,11 @@ impl Call {
             return;
         }
         self.finished = true;
-        let seconds = self.start.elapsed().as_secs_f64();
-        let outcome = self.outcome.unwrap_or(Outcome::Cancelled);
-        self.host
-            .record(self.method, outcome, seconds, &self.series);
+        if let Some(host) = &self.host {
+            let seconds = self.start.elapsed().as_secs_f64();
+            let outcome = self.outcome.unwrap_or(Outcome::Cancelled);
+            host.record(self.method, outcome, seconds, &self.series);
+        }
         // The span ends now, not when the body holding the call is dropped.
         self.span = tracing::Span::none();
     }

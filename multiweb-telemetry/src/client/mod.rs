@@ -120,7 +120,9 @@
 //!
 //! Label sets are capped ([`ClientLayer::max_series`],
 //! [`ReqwestMiddleware::max_series`]); past the cap, calls are recorded
-//! under `server_address="overflow"` ([`OVERFLOW_SERVER_ADDRESS`]).
+//! under `server_address="overflow"` ([`OVERFLOW_SERVER_ADDRESS`]). When
+//! [`init`](crate::init)'s [`Signals`](crate::Signals) leave metrics out,
+//! nothing is recorded.
 //!
 //! # Duration
 //!

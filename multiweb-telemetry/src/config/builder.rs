@@ -3,7 +3,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 
-use super::{LogFormat, LogSink, OtlpProtocol, TraceSampler};
+use super::{LogFormat, LogSink, OtlpProtocol, Signals, TraceSampler};
 
 /// Configures and installs telemetry.
 ///
@@ -34,6 +34,7 @@ use super::{LogFormat, LogSink, OtlpProtocol, TraceSampler};
 /// | [`bridge_request_spans`](Self::bridge_request_spans) | none | `true` |
 /// | [`log_buffer_bytes`](Self::log_buffer_bytes) | none | 16 MiB |
 /// | [`panic_hook`](Self::panic_hook) | none | `true` |
+/// | [`signals`](Self::signals) | none | [`Signals::ALL`] |
 ///
 /// An empty environment variable counts as unset, as the OpenTelemetry
 /// specification asks.
@@ -61,6 +62,7 @@ pub struct TelemetryBuilder {
     pub(crate) keep_error_traces: Option<bool>,
     pub(crate) span_queue_size: Option<usize>,
     pub(crate) panic_hook: Option<bool>,
+    pub(crate) signals: Option<Signals>,
 }
 
 impl fmt::Debug for TelemetryBuilder {
@@ -96,6 +98,7 @@ impl fmt::Debug for TelemetryBuilder {
             .field("keep_error_traces", &self.keep_error_traces)
             .field("span_queue_size", &self.span_queue_size)
             .field("panic_hook", &self.panic_hook)
+            .field("signals", &self.signals)
             .finish()
     }
 }
@@ -296,6 +299,17 @@ impl TelemetryBuilder {
     /// writes them to stderr). Defaults to `true`.
     pub fn panic_hook(mut self, install: bool) -> Self {
         self.panic_hook = Some(install);
+        self
+    }
+
+    /// Which signals to set up: logs, traces, metrics, or a combination
+    /// (see [`Signals`]). A signal that is off costs nothing per request:
+    /// with [`Signals::METRICS`] alone no `tracing` subscriber and no log
+    /// thread are started, and the HTTP layer records metrics only.
+    ///
+    /// Defaults to [`Signals::ALL`].
+    pub fn signals(mut self, signals: Signals) -> Self {
+        self.signals = Some(signals);
         self
     }
 

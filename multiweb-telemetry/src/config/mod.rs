@@ -6,10 +6,12 @@
 mod builder;
 mod env;
 mod resolved;
+mod signals;
 #[cfg(test)]
 mod tests;
 
 pub use builder::TelemetryBuilder;
+pub use signals::Signals;
 
 /// A custom destination for log lines, set with
 /// [`TelemetryBuilder::log_writer`].

@@ -9,7 +9,7 @@ use super::env::{
     without_userinfo,
 };
 use super::{
-    DEFAULT_BUCKETS, DEFAULT_LOG_BUFFER_BYTES, LogFormat, OtlpProtocol, TelemetryBuilder,
+    DEFAULT_BUCKETS, DEFAULT_LOG_BUFFER_BYTES, LogFormat, OtlpProtocol, Signals, TelemetryBuilder,
     TraceSampler,
 };
 use crate::Error;
@@ -35,14 +35,17 @@ impl TelemetryBuilder {
             resource_attributes.push((key.clone(), value.clone()));
         }
 
-        let disabled = match self.disabled {
-            Some(disabled) => disabled,
-            None => env
-                .parse(vars::OTEL_SDK_DISABLED, |raw| {
-                    parse_bool(raw).ok_or(("`true` or `false`", None))
-                })?
-                .unwrap_or(false),
-        };
+        let signals = self.signals.unwrap_or_default();
+        // Traces off is the SDK disabled: no OpenTelemetry span at all.
+        let disabled = !signals.traces()
+            || match self.disabled {
+                Some(disabled) => disabled,
+                None => env
+                    .parse(vars::OTEL_SDK_DISABLED, |raw| {
+                        parse_bool(raw).ok_or(("`true` or `false`", None))
+                    })?
+                    .unwrap_or(false),
+            };
 
         let log_format = match self.log_format {
             Some(format) => format,
@@ -109,6 +112,7 @@ impl TelemetryBuilder {
             log_buffer_bytes,
             buckets: self.resolve_buckets()?,
             process_metrics: self.process_metrics.unwrap_or(true),
+            signals,
             bridge_request_spans: self.bridge_request_spans.unwrap_or(true),
         })
     }
@@ -323,6 +327,8 @@ pub(crate) struct Config {
     pub(crate) log_buffer_bytes: usize,
     pub(crate) buckets: Buckets,
     pub(crate) process_metrics: bool,
+    /// Which signals `init` sets up.
+    pub(crate) signals: Signals,
     /// Request spans through the bridge (see `request_span`).
     pub(crate) bridge_request_spans: bool,
 }

@@ -11,7 +11,7 @@ use super::future::ResponseFuture;
 use super::settings::ServiceState;
 use super::state::{RequestState, Route, Series, SpanAndUri};
 use crate::labels::{Method, UNMATCHED_PATH};
-use crate::request_span::{RequestInfo, RequestSpan};
+use crate::request_span::{RequestInfo, RequestSpan, RequestSpanLayer};
 
 /// The service made by [`TelemetryLayer`](super::TelemetryLayer).
 #[derive(Debug, Clone)]
@@ -59,7 +59,7 @@ where
             .as_deref()
             .or_else(|| matched.map(MatchedPath::as_str));
 
-        let series = if settings.metrics {
+        let series = if settings.metrics && crate::metrics::recording() {
             let path = route.unwrap_or(UNMATCHED_PATH);
             match service.route.get() {
                 Some(own) if own.path() == path => Series::Slot,
@@ -78,7 +78,8 @@ where
             Series::Off
         };
 
-        let span = (settings.span || settings.access_log).then(|| {
+        let traced = (settings.span || settings.access_log) && RequestSpanLayer::anyone_listens();
+        let span = traced.then(|| {
             let span = if settings.span {
                 RequestSpan::start(&RequestInfo {
                     method,

@@ -31,6 +31,7 @@ mod listener;
 mod process;
 mod service;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::Duration;
@@ -57,6 +58,21 @@ pub const PANICS: &str = "multiweb_telemetry_panics_total";
 /// How often buffered histogram samples are folded into their buckets when
 /// nobody scrapes, so memory stays bounded.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Whether the HTTP layer records its metrics: [`init`](crate::init) turns
+/// it off when its [`Signals`](crate::Signals) leave metrics out (no
+/// recorder would keep them).
+static RECORDING: AtomicBool = AtomicBool::new(true);
+
+/// Makes the HTTP layer record no metrics from now on.
+pub(crate) fn stop_recording() {
+    RECORDING.store(false, Ordering::Relaxed);
+}
+
+/// Whether the HTTP layer records its metrics.
+pub(crate) fn recording() -> bool {
+    RECORDING.load(Ordering::Relaxed)
+}
 
 /// The installed exporter, shared by every `/metrics` endpoint.
 static EXPORTER: OnceLock<Arc<Exporter>> = OnceLock::new();

@@ -111,14 +111,22 @@ use crate::config::Config;
 /// How long dropping the guard waits for queued spans to be exported.
 pub(crate) const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The installed tracer provider and the tracer the `tracing` bridge uses.
+/// The installed tracer provider and the tracer the `tracing` bridge uses;
+/// neither when the SDK is disabled (or traces are off).
 pub(crate) struct Installed {
-    pub(crate) provider: SdkTracerProvider,
-    pub(crate) tracer: SdkTracer,
+    pub(crate) provider: Option<SdkTracerProvider>,
+    pub(crate) tracer: Option<SdkTracer>,
 }
 
 /// Builds the tracer provider (and, when export is on, the exporter thread).
 pub(crate) fn install(config: &Config) -> Result<Installed, Error> {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    if config.disabled {
+        return Ok(Installed {
+            provider: None,
+            tracer: None,
+        });
+    }
     let mut resource = Resource::builder_empty()
         .with_service_name(config.service_name.clone())
         .with_attribute(KeyValue::new("telemetry.sdk.language", "rust"))
@@ -149,8 +157,10 @@ pub(crate) fn install(config: &Config) -> Result<Installed, Error> {
     }
     let provider = builder.build();
     let tracer = provider.tracer("multiweb-telemetry");
-    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    Ok(Installed { provider, tracer })
+    Ok(Installed {
+        provider: Some(provider),
+        tracer: Some(tracer),
+    })
 }
 
 /// Logs, once the subscriber is in place, what the configuration falls back
