@@ -221,3 +221,66 @@ fn span_name(method: Method) -> &'static str {
         name => name,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target<'a>(
+        scheme: Option<&'a str>,
+        host: Option<&'a str>,
+        port: Option<u16>,
+        path: &'a str,
+    ) -> Target<'a> {
+        Target {
+            method: &http::Method::GET,
+            scheme,
+            host,
+            port,
+            path,
+        }
+    }
+
+    #[test]
+    fn url_full_has_scheme_host_written_port_and_path() {
+        let cases = [
+            (
+                target(Some("http"), Some("a"), None, "/x"),
+                "http://a/x",
+                Some(80),
+            ),
+            (
+                target(Some("https"), Some("a"), None, "/"),
+                "https://a/",
+                Some(443),
+            ),
+            (
+                target(Some("http"), Some("a"), Some(8080), "/x"),
+                "http://a:8080/x",
+                Some(8080),
+            ),
+            (
+                target(Some("http"), Some("a"), Some(0), ""),
+                "http://a:0",
+                Some(0),
+            ),
+            (
+                target(Some("http"), Some("[::1]"), Some(65535), "/"),
+                "http://[::1]:65535/",
+                Some(65535),
+            ),
+            (target(None, Some("a"), None, "/x"), "http://a/x", None),
+            (
+                target(None, None, None, "/pkg.Svc/Call"),
+                "/pkg.Svc/Call",
+                None,
+            ),
+        ];
+        for (target, url, port) in cases {
+            assert_eq!(full_url(&target), url);
+            assert_eq!(target.server_port(), port, "{url}");
+        }
+        let v6 = target(Some("http"), Some("[::1]"), None, "/");
+        assert_eq!(v6.server_address(), Some("::1"));
+    }
+}

@@ -175,3 +175,78 @@ pub fn layer() -> ClientLayer {
 pub fn middleware() -> ReqwestMiddleware {
     ReqwestMiddleware::new()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use http::{Request, Response};
+    use tower::{Layer, Service, ServiceExt, service_fn};
+
+    use crate::testing::MetricsCapture;
+
+    /// A client answering 200 with an empty body.
+    fn answering() -> super::ClientService<
+        impl Service<
+            Request<()>,
+            Response = Response<http_body_util::Empty<bytes::Bytes>>,
+            Error = Infallible,
+            Future: Send,
+        > + Clone,
+    > {
+        super::layer().layer(service_fn(|_: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(http_body_util::Empty::new()))
+        }))
+    }
+
+    /// `server_address` comes from the URI's host, else the `Host` header
+    /// (a tonic client without an origin), else is `unknown`; an IPv6
+    /// address loses its brackets. A call dropped before its response is
+    /// `cancelled`.
+    #[tokio::test]
+    async fn the_server_address_is_the_host_wherever_the_request_names_it() {
+        let capture = MetricsCapture::new();
+        let _recorder = capture.enter();
+        let client = answering();
+        let requests = [
+            Request::get("http://inventory:8080/api/v1/stock/7?token=x"),
+            Request::post("/inventory.Stock/Reserve").header("host", "stock.internal:50051"),
+            Request::get("/no/host"),
+            Request::get("http://[::1]:8080/x"),
+        ];
+        for request in requests {
+            let response = client
+                .clone()
+                .oneshot(request.body(()).unwrap())
+                .await
+                .unwrap();
+            drop(response);
+        }
+        let mut never =
+            super::layer().layer(service_fn(|_: Request<()>| {
+                std::future::pending::<
+                    Result<Response<http_body_util::Empty<bytes::Bytes>>, Infallible>,
+                >()
+            }));
+        drop(never.call(Request::get("http://slow/").body(()).unwrap()));
+
+        let metrics = capture.exposition();
+        let mut series: Vec<_> = metrics
+            .find("http_client_request_duration_seconds_count", &[])
+            .map(|s| {
+                let label = |name| s.label(name).unwrap_or_default().to_owned();
+                (label("method"), label("server_address"), label("status"))
+            })
+            .collect();
+        series.sort();
+        let expected = [
+            ("GET", "::1", "200"),
+            ("GET", "inventory", "200"),
+            ("GET", "slow", "cancelled"),
+            ("GET", "unknown", "200"),
+            ("POST", "stock.internal", "200"),
+        ]
+        .map(|(m, a, s)| (m.to_owned(), a.to_owned(), s.to_owned()));
+        assert_eq!(series, expected);
+    }
+}
