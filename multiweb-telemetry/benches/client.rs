@@ -19,7 +19,10 @@
 //!   OpenTelemetry span through the bridge);
 //! - `multiweb_reqwest`: with `client::middleware()`;
 //! - `hyper` and `multiweb_hyper`: hyper-util's legacy client, bare and
-//!   under `client::layer()`.
+//!   under `client::layer()`;
+//! - `in_process` and `multiweb_in_process`: a tower service answering at
+//!   once, without a socket, bare and under `client::layer()`: the layer's
+//!   own cost without the loopback's noise.
 //!
 //! Every contender runs under one dispatch from `build_dispatch()` (logs to
 //! a sink, `RUST_LOG=info`, every span sampled, none exported: no endpoint)
@@ -137,6 +140,27 @@ fn client(c: &mut Criterion) {
     });
     let layered = multiweb_telemetry::client::layer().layer(hyper.clone());
     c.bench_function("client/multiweb_hyper", |b| {
+        b.to_async(&runtime).iter(|| async {
+            let request = http::Request::get(&url).body(Empty::new()).unwrap();
+            let response = layered.clone().oneshot(request).await.unwrap();
+            response.into_body().collect().await.unwrap()
+        });
+    });
+
+    let answer = tower::service_fn(|_: http::Request<Empty<Bytes>>| async {
+        Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+            Bytes::from_static(b"ok"),
+        )))
+    });
+    c.bench_function("client/in_process", |b| {
+        b.to_async(&runtime).iter(|| async {
+            let request = http::Request::get(&url).body(Empty::new()).unwrap();
+            let response = answer.oneshot(request).await.unwrap();
+            response.into_body().collect().await.unwrap()
+        });
+    });
+    let layered = multiweb_telemetry::client::layer().layer(answer);
+    c.bench_function("client/multiweb_in_process", |b| {
         b.to_async(&runtime).iter(|| async {
             let request = http::Request::get(&url).body(Empty::new()).unwrap();
             let response = layered.clone().oneshot(request).await.unwrap();
