@@ -57,7 +57,8 @@ fn current_thread() -> tokio::runtime::Runtime {
 }
 
 /// The called service: `/api/v1/stock/{id}` answers `7 in stock`, `/fail`
-/// a 503; the headers of every request it received are kept.
+/// a 503, `/empty` a 204; the headers of every request it received are
+/// kept.
 struct Callee {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<HeaderMap>>>,
@@ -82,6 +83,7 @@ impl Callee {
                     "/fail",
                     get(|| async { (StatusCode::SERVICE_UNAVAILABLE, "down") }),
                 )
+                .route("/empty", get(|| async { StatusCode::NO_CONTENT }))
                 .layer(multiweb_telemetry::http::layer())
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -560,13 +562,15 @@ fn a_5xx_answer_and_a_refused_connection_are_span_errors() {
 /// The duration is recorded, and the span ends, when the response body
 /// has been read to its end or dropped, not when the headers arrive: no
 /// sample after the headers, and the span ends after a span the caller
-/// opened and closed between the headers and the body.
+/// opened and closed between the headers and the body. An empty body (a
+/// 204) ends the call with its headers.
 #[test]
 fn a_call_ends_when_its_response_body_has_been_read_or_dropped() {
     for flavour in FLAVOURS {
         let name = format!("client-body-{flavour:?}");
         let inventory = Callee::start(&format!("{name}-inventory"));
         let url = inventory.url("/api/v1/stock/7");
+        let no_content = inventory.url("/empty");
         let capture = MetricsCapture::new();
         let caller = Caller::new(telemetry(&name));
         let count = || {
@@ -590,6 +594,9 @@ fn a_call_ends_when_its_response_body_has_been_read_or_dropped() {
                         counts.push(count());
                         drop(client.get(&url).send().await.unwrap());
                         counts.push(count());
+                        let empty = client.get(&no_content).send().await.unwrap();
+                        counts.push(count());
+                        drop(empty);
                     }
                     Client::Hyper(client) => {
                         let get = || Request::get(&url).body(Empty::new()).unwrap();
@@ -601,6 +608,10 @@ fn a_call_ends_when_its_response_body_has_been_read_or_dropped() {
                         counts.push(count());
                         drop((*client).clone().oneshot(get()).await.unwrap());
                         counts.push(count());
+                        let empty = Request::get(&no_content).body(Empty::new()).unwrap();
+                        let empty = (*client).clone().oneshot(empty).await.unwrap();
+                        counts.push(count());
+                        drop(empty);
                     }
                 }
                 counts
@@ -608,8 +619,8 @@ fn a_call_ends_when_its_response_body_has_been_read_or_dropped() {
         };
         assert_eq!(
             counts,
-            [0.0, 1.0, 2.0],
-            "{name}: headers, body read, body dropped"
+            [0.0, 1.0, 2.0, 3.0],
+            "{name}: headers, body read, body dropped, an empty body's headers"
         );
         let metrics = capture.exposition();
         assert_eq!(

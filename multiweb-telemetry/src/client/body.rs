@@ -20,8 +20,15 @@ pin_project! {
     }
 }
 
-impl<B> ResponseBody<B> {
-    pub(crate) fn new(inner: B, call: Option<Call>) -> Self {
+impl<B: Body> ResponseBody<B> {
+    /// `inner`, ending `call` when it ends: at once if it is empty (a
+    /// `204`, a `HEAD`), which a reader need not poll.
+    pub(crate) fn new(inner: B, mut call: Option<Call>) -> Self {
+        if inner.is_end_stream()
+            && let Some(mut ended) = call.take()
+        {
+            ended.finish();
+        }
         Self { inner, call }
     }
 }

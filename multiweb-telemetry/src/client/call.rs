@@ -107,6 +107,7 @@ impl Call {
     /// ends a span at its last exit, and this one ends with the response
     /// body.
     pub(crate) fn start(series: &Arc<ClientSeries>, target: &Target<'_>) -> Self {
+        let start = quanta::Instant::now();
         let method = Method::of(target.method);
         let address = target.server_address();
         let span = tracing::info_span!(
@@ -131,7 +132,7 @@ impl Call {
             span,
             cx,
             own,
-            start: quanta::Instant::now(),
+            start,
             method,
             host: crate::metrics::recording()
                 .then(|| series.host(address.unwrap_or(UNKNOWN_SERVER_ADDRESS))),

@@ -33,6 +33,7 @@ impl<F> ResponseFuture<F> {
 impl<F, B, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
+    B: http_body::Body,
     E: std::fmt::Display,
 {
     type Output = Result<Response<ResponseBody<B>>, E>;

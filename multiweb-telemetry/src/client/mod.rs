@@ -129,9 +129,9 @@
 //! The duration runs from the call until the response body has been read
 //! to its end, fails, or is dropped, as the server layer's
 //! `http_request_duration_seconds` runs until its body is sent: a slow
-//! download is part of a slow call. The span ends at the same moment. A
-//! response whose body is never read is recorded when it is dropped, with
-//! its status. The response body is wrapped ([`ResponseBody`]); for reqwest,
+//! download is part of a slow call. The span ends at the same moment. An
+//! empty body (a `204`, a `HEAD` answer) ends the call with the headers; a
+//! body that is never read ends it when it is dropped, with its status. The response body is wrapped ([`ResponseBody`]); for reqwest,
 //! the response stays reqwest's own in everything else (status, headers,
 //! extensions, `url()`, `remote_addr()`, `content_length()`, timeouts).
 //!

@@ -28,6 +28,7 @@ impl<S, ReqBody, ResBody> tower::Service<Request<ReqBody>> for ClientService<S>
 where
     S: tower::Service<Request<ReqBody>, Response = Response<ResBody>>,
     S::Error: std::fmt::Display,
+    ResBody: http_body::Body,
 {
     type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
