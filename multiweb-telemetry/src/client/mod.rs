@@ -131,8 +131,10 @@
 //! `http_request_duration_seconds` runs until its body is sent: a slow
 //! download is part of a slow call. The span ends at the same moment. An
 //! empty body (a `204`, a `HEAD` answer) ends the call with the headers; a
-//! body that is never read ends it when it is dropped, with its status. The response body is wrapped ([`ResponseBody`]); for reqwest,
-//! the response stays reqwest's own in everything else (status, headers,
+//! body that is never read ends it when it is dropped, with its status; a
+//! body that fails midway ends it with its status code and an Error span.
+//! The response body is wrapped ([`ResponseBody`]); for reqwest, the
+//! response stays reqwest's own in everything else (status, headers,
 //! extensions, `url()`, `remote_addr()`, `content_length()`, timeouts).
 //!
 //! # tonic
