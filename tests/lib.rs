@@ -14,6 +14,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod stack;
+
 /// How long to wait for the example to start or for a log line to appear.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -57,8 +59,11 @@ pub fn require_tool(tool: &str, install: &str) -> PathBuf {
     })
 }
 
-/// Every variable the crate reads; the tests set the ones they need.
-const CRATE_VARIABLES: [&str; 20] = [
+/// Every variable the crate and the example read; the tests set the ones
+/// they need.
+const CRATE_VARIABLES: [&str; 22] = [
+    "DATABASE_URL",
+    "REDIS_URL",
     "MULTIWEB_METRICS_TOKEN",
     "RUST_LOG",
     "MULTIWEB_METRICS_ADDR",
@@ -102,6 +107,8 @@ struct Lines {
 /// A running example process, killed when dropped.
 pub struct App {
     child: Child,
+    /// Its working directory, removed when dropped if the app made it.
+    workdir: Option<PathBuf>,
     stdout: Arc<Lines>,
     stderr: Arc<Lines>,
     /// The address the app listens on (from its `marketplace listening` log line).
@@ -154,14 +161,30 @@ fn wait_for(
 }
 
 /// Starts the `marketplace` example on an ephemeral port with `env` added to
-/// its environment, and waits until it listens.
+/// its environment, in a fresh working directory of its own (where its
+/// default SQLite database goes; removed when the app is dropped), and
+/// waits until it listens.
 ///
 /// # Panics
 ///
 /// If it does not start; the panic message has its stderr.
 pub fn start_marketplace(args: &[&str], env: &[(&str, &str)]) -> App {
+    let workdir = stack::temp_dir("app");
+    let mut app = start_marketplace_in(&workdir, args, env);
+    app.workdir = Some(workdir);
+    app
+}
+
+/// Starts the `marketplace` example like [`start_marketplace`], in the
+/// working directory `dir`, which is left in place.
+///
+/// # Panics
+///
+/// If it does not start; the panic message has its stderr.
+pub fn start_marketplace_in(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> App {
     let mut command = Command::new(example_path("marketplace"));
     command
+        .current_dir(dir)
         .args(["--listen", "127.0.0.1:0"])
         .args(args)
         .envs(env.iter().copied())
@@ -197,6 +220,7 @@ pub fn start_marketplace(args: &[&str], env: &[(&str, &str)]) -> App {
         .unwrap_or_else(|| panic!("no listen address in {listening:?}"));
     App {
         child,
+        workdir: None,
         stdout,
         stderr,
         addr,
@@ -273,13 +297,18 @@ impl Drop for App {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(dir) = &self.workdir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
 /// Runs `program` with `env` and no arguments beyond `args` to completion.
 pub fn run_marketplace_to_exit(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let workdir = stack::temp_dir("app");
     let mut command = Command::new(example_path("marketplace"));
     command
+        .current_dir(&workdir)
         .args(args)
         .envs(env.iter().copied())
         .stdin(Stdio::null());
@@ -301,6 +330,7 @@ pub fn run_marketplace_to_exit(args: &[&str], env: &[(&str, &str)]) -> std::proc
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    let _ = std::fs::remove_dir_all(&workdir);
     output.join().unwrap().expect("example output")
 }
 
@@ -700,6 +730,17 @@ impl Prometheus {
     ///
     /// If `prometheus` is missing or does not become ready.
     pub fn start(target: SocketAddr, rules: Option<&str>) -> Self {
+        Self::start_with(target, "", rules)
+    }
+
+    /// Like [`Prometheus::start`], with more `scrape_configs` entries
+    /// (`extra_jobs`, YAML list items indented by two spaces), scraped every
+    /// second too.
+    ///
+    /// # Panics
+    ///
+    /// If `prometheus` is missing or does not become ready.
+    pub fn start_with(target: SocketAddr, extra_jobs: &str, rules: Option<&str>) -> Self {
         let binary = require_tool("prometheus", "apt-get install -y prometheus");
         let dir = std::env::temp_dir().join(format!(
             "multiweb-prometheus-{}-{}",
@@ -717,7 +758,7 @@ impl Prometheus {
         let config = format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n{rule_files}\
              scrape_configs:\n  - job_name: multiweb-api\n    static_configs:\n      \
-             - targets: ['{target}']\n        labels:\n          namespace: multiweb\n"
+             - targets: ['{target}']\n        labels:\n          namespace: multiweb\n{extra_jobs}"
         );
         std::fs::write(dir.join("prometheus.yml"), config).expect("write config");
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
