@@ -370,7 +370,12 @@ impl Exporter {
     /// # Panics
     ///
     /// If the exporter is not installed or never shows the series.
-    pub fn start(program: &str, args: &[String], env: &[(&str, String)], ready_series: &str) -> Self {
+    pub fn start(
+        program: &str,
+        args: &[String],
+        env: &[(&str, String)],
+        ready_series: &str,
+    ) -> Self {
         let binary = require_tool(program, INSTALL_HINT);
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let child = Command::new(binary)

@@ -69,6 +69,8 @@ impl Exporter {
         if let Some(dropped) = &self.dropped_logs {
             ::metrics::counter!(LOG_LINES_DROPPED).absolute(dropped.get());
         }
+        #[cfg(feature = "sqlx")]
+        crate::db::refresh_pool_gauges();
         self.handle.run_upkeep();
         let mut out = self.handle.render();
         crate::business::render(&mut out);
@@ -88,6 +90,16 @@ pub(crate) fn prometheus_builder(buckets: &Buckets) -> Result<PrometheusBuilder,
     let mut builder = PrometheusBuilder::new()
         .set_buckets(&buckets.default)
         .map_err(|_| invalid("histogram_buckets".to_owned()))?;
+    // Before the per-metric settings, which replace it.
+    #[cfg(feature = "sqlx")]
+    {
+        builder = builder
+            .set_buckets_for_metric(
+                Matcher::Full(crate::db::OPERATION_DURATION.to_owned()),
+                crate::db::DURATION_BUCKETS,
+            )
+            .map_err(|_| invalid("db buckets".to_owned()))?;
+    }
     for (metric, bounds) in &buckets.per_metric {
         builder = builder
             .set_buckets_for_metric(Matcher::Full(metric.clone()), bounds)
