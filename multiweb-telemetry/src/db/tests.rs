@@ -53,6 +53,29 @@ impl opentelemetry_sdk::trace::SpanExporter for Exported {
 }
 
 impl Exported {
+    /// Waits (bounded) until `count` spans of each name have ended: SQLite's
+    /// worker thread holds the span of the command it runs, and may drop it
+    /// (ending it, and its parent) just after the caller got its answer.
+    fn wait_for(&self, expected: &[(&str, usize)]) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while expected
+            .iter()
+            .any(|(name, count)| self.named(name).len() < *count)
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "spans never ended: {:?}",
+                self.0
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|s| s.name.clone())
+                    .collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     fn named(&self, name: &str) -> Vec<SpanData> {
         let spans = self.0.lock().unwrap();
         spans.iter().filter(|s| s.name == name).cloned().collect()
@@ -140,6 +163,11 @@ async fn each_query_gets_a_client_span_with_the_conventions_and_a_duration_sampl
     .await;
     drop(handler);
 
+    h.exported.wait_for(&[
+        ("handler", 1),
+        ("INSERT products", 1),
+        ("SELECT products", 2),
+    ]);
     let parent = h.exported.named("handler").remove(0);
     let insert = h.exported.named("INSERT products").remove(0);
     assert_eq!(insert.span_kind, SpanKind::Client);
@@ -215,6 +243,7 @@ async fn a_failed_query_gives_an_error_span_and_an_error_line_without_values() {
         .unwrap_err();
     assert!(matches!(error, sqlx::Error::Database(_)));
 
+    h.exported.wait_for(&[("INSERT products", 2)]);
     let spans = h.exported.named("INSERT products");
     assert_eq!(spans.len(), 2);
     let failed = &spans[1];
@@ -268,6 +297,7 @@ async fn a_slow_query_gets_one_warn_line_with_its_statement_and_duration() {
         .await
         .unwrap();
     tx.commit().await.unwrap();
+    h.exported.wait_for(&[("INSERT products", 1)]);
     let lines = h.logs.json();
     let warnings: Vec<_> = lines.iter().filter(|l| l["level"] == "warn").collect();
     assert_eq!(warnings.len(), 1, "{lines:#?}");
