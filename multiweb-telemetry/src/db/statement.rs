@@ -148,7 +148,7 @@ impl<'q> Iterator for Words<'q> {
                     self.rest = &self.rest[1..];
                 }
                 b'\'' => {
-                    self.rest = &self.rest[literal_end(bytes, 0, false).min(self.rest.len())..]
+                    self.rest = &self.rest[literal_end(bytes, 0, false).min(self.rest.len())..];
                 }
                 b'-' if bytes.get(1) == Some(&b'-') => {
                     let end = self.rest.find('\n').unwrap_or(self.rest.len());
