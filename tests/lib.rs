@@ -14,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod guide;
 pub mod stack;
 
 /// How long to wait for the example to start or for a log line to appear.
@@ -730,17 +731,26 @@ impl Prometheus {
     ///
     /// If `prometheus` is missing or does not become ready.
     pub fn start(target: SocketAddr, rules: Option<&str>) -> Self {
-        Self::start_with(target, "", rules)
+        Self::start_scraping(&Self::app_job(target), rules)
     }
 
-    /// Like [`Prometheus::start`], with more `scrape_configs` entries
-    /// (`extra_jobs`, YAML list items indented by two spaces), scraped every
-    /// second too.
+    /// The `scrape_configs` entry [`Prometheus::start`] uses: job
+    /// `multiweb-api` scraping `target` with `namespace="multiweb"`.
+    pub fn app_job(target: SocketAddr) -> String {
+        format!(
+            "  - job_name: multiweb-api\n    static_configs:\n      \
+             - targets: ['{target}']\n        labels:\n          namespace: multiweb\n"
+        )
+    }
+
+    /// Starts Prometheus with these `scrape_configs` entries (YAML list
+    /// items indented by two spaces), scraping every second and evaluating
+    /// `rules` every second.
     ///
     /// # Panics
     ///
     /// If `prometheus` is missing or does not become ready.
-    pub fn start_with(target: SocketAddr, extra_jobs: &str, rules: Option<&str>) -> Self {
+    pub fn start_scraping(jobs: &str, rules: Option<&str>) -> Self {
         let binary = require_tool("prometheus", "apt-get install -y prometheus");
         let dir = std::env::temp_dir().join(format!(
             "multiweb-prometheus-{}-{}",
@@ -757,8 +767,7 @@ impl Prometheus {
         };
         let config = format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n{rule_files}\
-             scrape_configs:\n  - job_name: multiweb-api\n    static_configs:\n      \
-             - targets: ['{target}']\n        labels:\n          namespace: multiweb\n{extra_jobs}"
+             scrape_configs:\n{jobs}"
         );
         std::fs::write(dir.join("prometheus.yml"), config).expect("write config");
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));

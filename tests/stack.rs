@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use crate::guide::deploy_file;
 use crate::{STARTUP_TIMEOUT, free_port, http_request, require_tool};
 
 /// The system user PostgreSQL runs as when the tests run as root (it refuses
@@ -268,6 +269,66 @@ impl Postgres {
     }
 }
 
+/// A client connection to a [`Postgres`] database that does nothing: a
+/// backend the server counts in `pg_stat_database_numbackends`, closed when
+/// dropped.
+#[derive(Debug)]
+pub struct Backend {
+    _connection: TcpStream,
+}
+
+impl Postgres {
+    /// Opens a [`Backend`] on `database` as `postgres`, speaking just enough
+    /// of the wire protocol (a startup message, then messages until
+    /// ReadyForQuery) for the trust authentication of the test server.
+    ///
+    /// # Panics
+    ///
+    /// If the server refuses the connection.
+    pub fn open_backend(&self, database: &str) -> Backend {
+        let mut stream = TcpStream::connect(self.addr()).expect("connect to PostgreSQL");
+        stream
+            .set_read_timeout(Some(STARTUP_TIMEOUT))
+            .expect("read timeout");
+        let mut body = 196_608_i32.to_be_bytes().to_vec(); // protocol 3.0
+        for (key, value) in [("user", "postgres"), ("database", database)] {
+            body.extend_from_slice(key.as_bytes());
+            body.push(0);
+            body.extend_from_slice(value.as_bytes());
+            body.push(0);
+        }
+        body.push(0);
+        let length = i32::try_from(body.len() + 4).expect("short message");
+        let mut message = length.to_be_bytes().to_vec();
+        message.extend(body);
+        stream
+            .write_all(&message)
+            .expect("send the startup message");
+        loop {
+            let mut header = [0_u8; 5];
+            stream
+                .read_exact(&mut header)
+                .expect("a message from PostgreSQL");
+            let length = i32::from_be_bytes([header[1], header[2], header[3], header[4]]);
+            let mut payload = vec![0_u8; usize::try_from(length - 4).unwrap_or(0)];
+            stream.read_exact(&mut payload).expect("the message body");
+            match header[0] {
+                b'Z' => {
+                    return Backend {
+                        _connection: stream,
+                    };
+                }
+                b'R' => assert_eq!(payload[..4], [0, 0, 0, 0], "not trust authentication"),
+                b'E' => panic!(
+                    "PostgreSQL refused the connection: {}",
+                    String::from_utf8_lossy(&payload)
+                ),
+                _ => {}
+            }
+        }
+    }
+}
+
 impl Drop for Postgres {
     fn drop(&mut self) {
         self.stop();
@@ -411,13 +472,6 @@ impl Drop for Exporter {
     }
 }
 
-/// The path of a file in the repository's `deploy/` directory.
-pub fn deploy_file(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../deploy")
-        .join(relative)
-}
-
 /// PostgreSQL, Redis and their exporters, plus node_exporter.
 #[derive(Debug)]
 pub struct Stack {
@@ -488,26 +542,35 @@ impl Stack {
     /// The `scrape_configs` entries for the three exporters, each with the
     /// `namespace="multiweb"` label the dashboards select on.
     ///
-    /// node_exporter's `node_memory_MemTotal_bytes` also gets the app's `job`
-    /// and `instance` labels (`app`): the host's memory is then matched one
-    /// to one with the app's `process_resident_memory_bytes`, so the guide's
-    /// bare `100 * process_resident_memory_bytes / node_memory_MemTotal_bytes`
-    /// answers, as it does for one app on one host.
-    pub fn scrape_configs(&self, app: SocketAddr) -> String {
-        format!(
-            "  - job_name: postgres\n    static_configs:\n      - targets: ['{pg}']\n        \
-             labels:\n          namespace: multiweb\n\
-             \x20 - job_name: redis\n    static_configs:\n      - targets: ['{redis}']\n        \
-             labels:\n          namespace: multiweb\n\
-             \x20 - job_name: node\n    static_configs:\n      - targets: ['{node}']\n        \
-             labels:\n          namespace: multiweb\n    metric_relabel_configs:\n      \
-             - source_labels: [__name__]\n        regex: node_memory_MemTotal_bytes\n        \
-             target_label: instance\n        replacement: '{app}'\n      \
-             - source_labels: [__name__]\n        regex: node_memory_MemTotal_bytes\n        \
-             target_label: job\n        replacement: multiweb-api\n",
-            pg = self.postgres_exporter.addr,
-            redis = self.redis_exporter.addr,
-            node = self.node_exporter.addr,
-        )
+    /// With `app` (the address [`Prometheus::app_job`](crate::Prometheus::app_job)
+    /// scrapes), node_exporter's `node_memory_MemTotal_bytes` also gets the
+    /// app's `job` and `instance` labels: the host's memory is then matched
+    /// one to one with the app's `process_resident_memory_bytes`, so the
+    /// guide's bare `100 * process_resident_memory_bytes /
+    /// node_memory_MemTotal_bytes` answers, as it does for one app on one
+    /// host.
+    pub fn exporter_jobs(&self, app: Option<SocketAddr>) -> String {
+        let job = |name: &str, target: SocketAddr| {
+            format!(
+                "  - job_name: {name}\n    static_configs:\n      - targets: ['{target}']\n        \
+                 labels:\n          namespace: multiweb\n"
+            )
+        };
+        let mut jobs = job("postgres", self.postgres_exporter.addr);
+        jobs.push_str(&job("redis", self.redis_exporter.addr));
+        jobs.push_str(&job("node", self.node_exporter.addr));
+        if let Some(app) = app {
+            for (label, value) in [
+                ("instance", app.to_string()),
+                ("job", "multiweb-api".to_owned()),
+            ] {
+                jobs.push_str(&format!(
+                    "{}    - source_labels: [__name__]\n      regex: node_memory_MemTotal_bytes\n      \
+                     target_label: {label}\n      replacement: '{value}'\n",
+                    if label == "instance" { "    metric_relabel_configs:\n" } else { "" }
+                ));
+            }
+        }
+        jobs
     }
 }
