@@ -24,8 +24,8 @@
 //!   a child of the current span, with the OpenTelemetry database
 //!   conventions: `db.system` (`postgresql`, `sqlite`, `mysql`),
 //!   `db.operation.name` (`SELECT`), `db.collection.name` (`products`),
-//!   `db.query.text` (the statement without values, see below) and
-//!   `db.response.returned_rows`. A failed query's span has status Error,
+//!   and `db.query.text` (the statement without values, see below). A
+//!   failed query's span has status Error,
 //!   `error.type` and `db.response.status_code` (the SQL state). Its
 //!   `tracing` side is an `INFO` span `db query` with target
 //!   `multiweb_telemetry::db`.
@@ -188,10 +188,7 @@ impl Instrumentation {
         );
         let shared = Arc::new(pool::Shared {
             pool,
-            settings: Arc::new(query::Settings {
-                system,
-                slow_threshold: self.slow_threshold,
-            }),
+            settings: Arc::new(query::Settings::new(system, self.slow_threshold)),
         });
         gauges::register(&shared);
         InstrumentedPool::new(shared)

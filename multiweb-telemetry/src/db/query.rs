@@ -11,7 +11,7 @@ use sqlx::Either;
 use tracing::field::Empty;
 
 use super::OPERATION_DURATION;
-use super::statement::{Summary, without_literals};
+use super::statement::{OPERATION_COUNT, Operation, collection, without_literals};
 
 /// What every query of one instrumented pool shares.
 #[derive(Debug)]
@@ -19,6 +19,66 @@ pub(crate) struct Settings {
     /// `db.system`: `postgresql`, `sqlite`, `mysql` or `other_sql`.
     pub(crate) system: &'static str,
     pub(crate) slow_threshold: Duration,
+    /// The histogram of each operation, registered at its first query: a
+    /// lookup by name and labels on every query would cost more than the
+    /// rest of the recording.
+    histograms: [std::sync::OnceLock<metrics::Histogram>; OPERATION_COUNT],
+}
+
+impl Settings {
+    pub(crate) fn new(system: &'static str, slow_threshold: Duration) -> Self {
+        Self {
+            system,
+            slow_threshold,
+            histograms: std::array::from_fn(|_| std::sync::OnceLock::new()),
+        }
+    }
+
+    fn histogram(&self, operation: Operation) -> &metrics::Histogram {
+        // `index` is below OPERATION_COUNT; the fallback is never taken.
+        let slot = self
+            .histograms
+            .get(operation.index)
+            .unwrap_or(&self.histograms[0]);
+        slot.get_or_init(|| {
+            metrics::histogram!(
+                OPERATION_DURATION,
+                "db_system" => self.system,
+                "db_operation" => operation.name,
+            )
+        })
+    }
+}
+
+/// Room for the span name the conventions give, `{operation}
+/// {collection}`, without a heap allocation of its own (the bridge copies
+/// it).
+struct NameBuffer {
+    bytes: [u8; 96],
+}
+
+impl Default for NameBuffer {
+    fn default() -> Self {
+        Self { bytes: [0; 96] }
+    }
+}
+
+impl NameBuffer {
+    /// The name; just the operation when the collection does not fit.
+    fn write<'a>(&'a mut self, operation: &'static str, collection: Option<&str>) -> &'a str {
+        let Some(collection) = collection else {
+            return operation;
+        };
+        let length = operation.len() + 1 + collection.len();
+        let Some(out) = self.bytes.get_mut(..length) else {
+            return operation;
+        };
+        out[..operation.len()].copy_from_slice(operation.as_bytes());
+        out[operation.len()] = b' ';
+        out[operation.len() + 1..].copy_from_slice(collection.as_bytes());
+        // Two `str`s and an ASCII space: valid UTF-8.
+        std::str::from_utf8(out).unwrap_or(operation)
+    }
 }
 
 /// A query in flight. Ending it (or dropping it, when the caller stops
@@ -27,66 +87,43 @@ pub(crate) struct Settings {
 pub(crate) struct QueryRecord<'q> {
     settings: Arc<Settings>,
     span: tracing::Span,
-    operation: &'static str,
+    operation: Operation,
     /// The statement, for the slow and failed queries' lines.
     sql: &'q str,
     start: Instant,
-    rows: u64,
     done: bool,
 }
 
 impl<'q> QueryRecord<'q> {
-    /// Starts the span of the query `sql`.
+    /// Starts the span of the query `sql`. Its fields are computed only
+    /// when the span is enabled (inside `info_span!`).
     pub(crate) fn start(settings: &Arc<Settings>, sql: &'q str) -> Self {
-        let summary = Summary::of(sql);
+        let operation = Operation::of(sql);
+        // `info_span!` evaluates the fields only when the span is enabled;
+        // the collection is then read once.
+        let table = std::cell::LazyCell::new(|| collection(sql));
+        let mut name = NameBuffer::default();
         let span = tracing::info_span!(
             target: "multiweb_telemetry::db",
             "db query",
-            otel.name = Empty,
+            otel.name = name.write(operation.name, *table),
             otel.kind = "client",
             otel.status_code = Empty,
             db.system = settings.system,
-            db.operation.name = summary.operation,
-            db.collection.name = Empty,
-            db.query.text = Empty,
-            db.response.returned_rows = Empty,
+            db.operation.name = operation.name,
+            db.collection.name = *table,
+            db.query.text = &*without_literals(sql),
             db.response.status_code = Empty,
             error.type = Empty,
         );
-        if !span.is_disabled() {
-            // The name the conventions give: `{operation} {collection}`.
-            match summary.collection {
-                Some(collection) => {
-                    span.record(
-                        "otel.name",
-                        tracing::field::display(format_args!("{} {collection}", summary.operation)),
-                    );
-                    span.record("db.collection.name", collection);
-                }
-                None => {
-                    span.record("otel.name", summary.operation);
-                }
-            }
-            span.record("db.query.text", &*without_literals(sql));
-        }
         Self {
             settings: Arc::clone(settings),
             span,
-            operation: summary.operation,
+            operation,
             sql,
             start: Instant::now(),
-            rows: 0,
             done: false,
         }
-    }
-
-    /// The query's span, to run its work in.
-    pub(crate) fn span(&self) -> &tracing::Span {
-        &self.span
-    }
-
-    fn row(&mut self) {
-        self.rows += 1;
     }
 
     /// Ends the query: its duration, its span's outcome, and a warn line if
@@ -97,14 +134,13 @@ impl<'q> QueryRecord<'q> {
         }
         let elapsed = self.start.elapsed();
         let seconds = elapsed.as_secs_f64();
-        metrics::histogram!(
-            OPERATION_DURATION,
-            "db_system" => self.settings.system,
-            "db_operation" => self.operation,
-        )
-        .record(seconds);
+        self.settings.histogram(self.operation).record(seconds);
+        let slow = elapsed >= self.settings.slow_threshold;
+        if error.is_none() && !slow {
+            return;
+        }
+        // The lines are written inside the span, which carries their ids.
         let span = &self.span;
-        span.record("db.response.returned_rows", self.rows);
         let _entered = span.enter();
         if let Some(error) = error {
             let failure = Failure::of(error);
@@ -118,20 +154,20 @@ impl<'q> QueryRecord<'q> {
                 error = %failure,
                 duration = seconds,
                 db.system = self.settings.system,
-                db.operation.name = self.operation,
+                db.operation.name = self.operation.name,
                 db.query.text = %without_literals(self.sql),
                 db.response.status_code = failure.code.as_deref(),
                 error.type = failure.kind,
                 "database query failed"
             );
         }
-        if elapsed >= self.settings.slow_threshold {
+        if slow {
             tracing::warn!(
                 target: "multiweb_telemetry::db",
                 duration = seconds,
                 slow_threshold = self.settings.slow_threshold.as_secs_f64(),
                 db.system = self.settings.system,
-                db.operation.name = self.operation,
+                db.operation.name = self.operation.name,
                 db.query.text = %without_literals(self.sql),
                 "slow database query"
             );
@@ -228,12 +264,8 @@ where
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.project();
-        let polled = {
-            let _entered = this.record.span().enter();
-            this.inner.poll_next(cx)
-        };
+        let polled = this.inner.poll_next(cx);
         match &polled {
-            Poll::Ready(Some(Ok(Either::Right(_)))) => this.record.row(),
             Poll::Ready(Some(Err(error))) => this.record.finish(Some(error)),
             Poll::Ready(None) => this.record.finish(None),
             _ => {}
@@ -246,8 +278,8 @@ where
     }
 }
 
-/// Runs `future` (one query returning at most one row) inside its record's
-/// span and ends the record with its outcome.
+/// Awaits `future` (one query returning at most one row) and ends its
+/// record with its outcome.
 pub(crate) async fn recorded<T, F>(
     mut record: QueryRecord<'_>,
     future: F,
@@ -255,14 +287,9 @@ pub(crate) async fn recorded<T, F>(
 where
     F: std::future::Future<Output = Result<Option<T>, sqlx::Error>>,
 {
-    let result = tracing::Instrument::instrument(future, record.span().clone()).await;
+    let result = future.await;
     match &result {
-        Ok(row) => {
-            if row.is_some() {
-                record.row();
-            }
-            record.finish(None);
-        }
+        Ok(_) => record.finish(None),
         Err(error) => record.finish(Some(error)),
     }
     result

@@ -47,59 +47,70 @@ const OPERATIONS: &[&str] = &[
 /// The operation of a statement that starts with no known keyword.
 pub(crate) const OTHER: &str = "OTHER";
 
-/// The operation and collection of one statement.
+/// How many distinct operations there are: [`OPERATIONS`] and [`OTHER`].
+pub(crate) const OPERATION_COUNT: usize = OPERATIONS.len() + 1;
+
+/// The operation of a statement: its name (`SELECT`, ... or [`OTHER`]) and
+/// the name's position in `0..OPERATION_COUNT`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Summary<'q> {
-    /// `SELECT`, `INSERT`, ... or [`OTHER`].
-    pub(crate) operation: &'static str,
-    /// The first table the statement names, without quotes, if any.
-    pub(crate) collection: Option<&'q str>,
+pub(crate) struct Operation {
+    pub(crate) name: &'static str,
+    pub(crate) index: usize,
 }
 
-impl<'q> Summary<'q> {
-    /// Reads the summary of `sql`.
-    pub(crate) fn of(sql: &'q str) -> Self {
-        let mut words = Words::new(sql);
-        let operation = words
-            .next()
-            .and_then(|first| {
-                OPERATIONS
-                    .iter()
-                    .find(|op| op.eq_ignore_ascii_case(first))
-                    .copied()
+impl Operation {
+    /// The operation `word` names, if it is a known keyword.
+    fn named(word: &str) -> Option<Self> {
+        OPERATIONS
+            .iter()
+            .position(|op| op.eq_ignore_ascii_case(word))
+            .map(|index| Self {
+                name: OPERATIONS[index],
+                index,
             })
-            .unwrap_or(OTHER);
-        // `WITH x AS (...) SELECT ...`: the operation is the main statement's.
-        let operation = if operation == "WITH" {
-            words
-                .clone()
-                .find_map(|w| {
-                    ["SELECT", "INSERT", "UPDATE", "DELETE", "MERGE"]
-                        .into_iter()
-                        .find(|op| op.eq_ignore_ascii_case(w))
-                })
-                .unwrap_or("WITH")
-        } else {
-            operation
-        };
-        let mut words = Words::new(sql);
-        let mut collection = None;
-        let mut expecting_table = false;
-        while let Some(word) = words.next() {
-            if expecting_table && words.depth == 0 && !is_keyword(word) {
-                collection = Some(unquote(word));
-                break;
-            }
-            expecting_table = (expecting_table && is_keyword(word))
-                || ["FROM", "INTO", "UPDATE", "TABLE", "JOIN"]
-                    .iter()
-                    .any(|k| k.eq_ignore_ascii_case(word));
-        }
-        Self {
-            operation,
-            collection,
-        }
     }
+
+    /// The operation of `sql`: its first keyword, or for `WITH x AS (...)
+    /// SELECT ...` the main statement's.
+    pub(crate) fn of(sql: &str) -> Self {
+        let mut words = Words::new(sql);
+        let other = Self {
+            name: OTHER,
+            index: OPERATIONS.len(),
+        };
+        let Some(first) = words.next().and_then(Self::named) else {
+            return other;
+        };
+        if first.name != "WITH" {
+            return first;
+        }
+        words
+            .find_map(|w| {
+                ["SELECT", "INSERT", "UPDATE", "DELETE", "MERGE"]
+                    .iter()
+                    .any(|op| op.eq_ignore_ascii_case(w))
+                    .then(|| Self::named(w))
+                    .flatten()
+            })
+            .unwrap_or(first)
+    }
+}
+
+/// The first table `sql` names after `FROM`, `INTO`, `UPDATE`, `TABLE` or
+/// `JOIN` outside parentheses, without quotes.
+pub(crate) fn collection(sql: &str) -> Option<&str> {
+    let mut words = Words::new(sql);
+    let mut expecting_table = false;
+    while let Some(word) = words.next() {
+        if expecting_table && words.depth == 0 && !is_keyword(word) {
+            return Some(unquote(word));
+        }
+        expecting_table = (expecting_table && is_keyword(word))
+            || ["FROM", "INTO", "UPDATE", "TABLE", "JOIN"]
+                .iter()
+                .any(|k| k.eq_ignore_ascii_case(word));
+    }
+    None
 }
 
 /// Words that may follow `FROM`/`INTO`/`TABLE` without being a table.
@@ -358,15 +369,10 @@ mod tests {
             ("frobnicate the database", OTHER, None),
             ("", OTHER, None),
         ];
-        for (sql, operation, collection) in cases {
-            assert_eq!(
-                Summary::of(sql),
-                Summary {
-                    operation,
-                    collection
-                },
-                "{sql}"
-            );
+        for (sql, operation, table) in cases {
+            let op = Operation::of(sql);
+            assert_eq!((op.name, collection(sql)), (operation, table), "{sql}");
+            assert_eq!(OPERATIONS.get(op.index).copied().unwrap_or(OTHER), op.name);
         }
     }
 
@@ -420,7 +426,7 @@ mod tests {
             "?é",
         ] {
             let _ = without_literals(sql);
-            let _ = Summary::of(sql);
+            let _ = (Operation::of(sql), collection(sql));
         }
     }
 }
