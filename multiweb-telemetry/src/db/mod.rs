@@ -74,12 +74,18 @@
 //!
 //! The maintained peers, sqlx-tracing and sqlx-otel, wrap the pool instead
 //! and implement [`sqlx::Executor`] for the wrapper; so does this module.
-//! The span starts with the query and is current while sqlx works on it
-//! (SQLite's worker thread included), the error is at hand with its SQL
-//! state, and nothing depends on sqlx's log levels. Only queries run
-//! through the wrapper are seen: through `&InstrumentedPool` or `&mut
+//! The span starts with the query, the error is at hand with its SQL state,
+//! and nothing depends on sqlx's log levels. Only queries run through the
+//! wrapper are seen: through `&InstrumentedPool` or `&mut
 //! InstrumentedTransaction`, not through a connection taken with
 //! `pool().acquire()`. The migrator runs on [`InstrumentedPool::pool`].
+//!
+//! The span is not entered while sqlx runs the query (its slow and failed
+//! lines are written inside it): entering it at every poll, and handing it
+//! to SQLite's worker thread, which enters the caller's current span, cost
+//! more than the rest of the instrumentation together. Its fields are
+//! computed only when it is enabled, and each operation's histogram handle
+//! is looked up once. `BENCHMARKS.md` has the cost per query.
 //!
 //! sqlx's own statement lines would repeat the slow-query warning, so
 //! [`instrument`] turns them off for the connections the pool opens from
