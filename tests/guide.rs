@@ -173,9 +173,13 @@ pub fn with_bool(expr: &str) -> String {
     let (mut braces, mut quote) = (0_u32, None::<char>);
     while let Some(c) = chars.next() {
         out.push(c);
+        if let Some(open) = quote {
+            if c == open {
+                quote = None;
+            }
+            continue;
+        }
         match (c, quote) {
-            (q, Some(open)) if q == open => quote = None,
-            (_, Some(_)) => {}
             ('"' | '\'' | '`', None) => quote = Some(c),
             ('{', None) => braces += 1,
             ('}', None) => braces = braces.saturating_sub(1),
@@ -264,7 +268,7 @@ pub fn rule_exprs() -> Vec<(String, String)> {
     while let Some(line) = lines.next() {
         let trimmed = line.trim_start();
         if let Some(name) = trimmed.strip_prefix("- alert: ") {
-            alert = name.trim().to_owned();
+            name.trim().clone_into(&mut alert);
         } else if let Some(expr) = trimmed.strip_prefix("expr: ") {
             let expr = if expr.trim() == "|" {
                 let indent = |l: &str| l.len() - l.trim_start().len();

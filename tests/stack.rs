@@ -8,6 +8,7 @@
 //! the binary the same servers; they stop when the last test holding them
 //! ends. `scripts/install-test-tools.sh` installs them all with apt.
 
+use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -564,11 +565,14 @@ impl Stack {
                 ("instance", app.to_string()),
                 ("job", "multiweb-api".to_owned()),
             ] {
-                jobs.push_str(&format!(
-                    "{}    - source_labels: [__name__]\n      regex: node_memory_MemTotal_bytes\n      \
-                     target_label: {label}\n      replacement: '{value}'\n",
-                    if label == "instance" { "    metric_relabel_configs:\n" } else { "" }
-                ));
+                if label == "instance" {
+                    jobs.push_str("    metric_relabel_configs:\n");
+                }
+                let _ = write!(
+                    jobs,
+                    "    - source_labels: [__name__]\n      regex: node_memory_MemTotal_bytes\n      \
+                     target_label: {label}\n      replacement: '{value}'\n"
+                );
             }
         }
         jobs

@@ -223,10 +223,10 @@ async fn get_product(
 ) -> Result<Json<Product>, ApiError> {
     let not_found = || ApiError(StatusCode::NOT_FOUND, format!("no product {id}"));
     let id = i64::try_from(id).map_err(|_| not_found())?;
-    if let Some(cache) = &state.cache {
-        if let Some(product) = cache.product(id).await {
-            return Ok(Json(product));
-        }
+    if let Some(cache) = &state.cache
+        && let Some(product) = cache.product(id).await
+    {
+        return Ok(Json(product));
     }
     let product = state.store.product(id).await?.ok_or_else(not_found)?;
     if let Some(cache) = &state.cache {

@@ -152,7 +152,7 @@ impl Store {
             sqlx::query_as("SELECT id, name, price_cents FROM products ORDER BY id LIMIT 100")
                 .fetch_all(&self.db)
                 .await
-                .map_err(|e| self.failure(e))?;
+                .map_err(|e| self.failure(&e))?;
         self.reached();
         Ok(rows.into_iter().map(Product::from).collect())
     }
@@ -164,7 +164,7 @@ impl Store {
                 .bind(id)
                 .fetch_optional(&self.db)
                 .await
-                .map_err(|e| self.failure(e))?;
+                .map_err(|e| self.failure(&e))?;
         self.reached();
         Ok(row.map(Product::from))
     }
@@ -181,7 +181,7 @@ impl Store {
                 .bind(price_cents)
                 .fetch_one(&self.db)
                 .await
-                .map_err(|e| self.failure(e))?;
+                .map_err(|e| self.failure(&e))?;
         self.reached();
         Ok(Product {
             id,
@@ -196,7 +196,7 @@ impl Store {
             .bind(name)
             .fetch_one(&self.db)
             .await
-            .map_err(|e| self.failure(e))?;
+            .map_err(|e| self.failure(&e))?;
         self.reached();
         Ok(id)
     }
@@ -207,7 +207,7 @@ impl Store {
             .bind(id)
             .fetch_optional(&self.db)
             .await
-            .map_err(|e| self.failure(e))?;
+            .map_err(|e| self.failure(&e))?;
         self.reached();
         Ok(row.is_some())
     }
@@ -221,7 +221,7 @@ impl Store {
         method: &str,
     ) -> Result<(), StoreError> {
         self.ensure_ready()?;
-        let mut tx = self.db.begin().await.map_err(|e| self.failure(e))?;
+        let mut tx = self.db.begin().await.map_err(|e| self.failure(&e))?;
         sqlx::query(
             "INSERT INTO transactions (user_id, product_id, amount_cents, method) \
              VALUES ($1, $2, $3, $4)",
@@ -232,8 +232,8 @@ impl Store {
         .bind(method)
         .execute(&mut tx)
         .await
-        .map_err(|e| self.failure(e))?;
-        tx.commit().await.map_err(|e| self.failure(e))?;
+        .map_err(|e| self.failure(&e))?;
+        tx.commit().await.map_err(|e| self.failure(&e))?;
         self.reached();
         Ok(())
     }
@@ -252,7 +252,7 @@ impl Store {
                 self.reached();
                 Ok(value)
             }
-            Err(err) => Err(self.failure(err)),
+            Err(err) => Err(self.failure(&err)),
         }
     }
 
@@ -265,8 +265,8 @@ impl Store {
 
     /// Classifies a failure; logs the start of an outage once. The failed
     /// query itself was already logged by the instrumentation.
-    fn failure(&self, err: sqlx::Error) -> StoreError {
-        match &err {
+    fn failure(&self, err: &sqlx::Error) -> StoreError {
+        match err {
             sqlx::Error::Database(db)
                 if db.kind() == sqlx::error::ErrorKind::ForeignKeyViolation =>
             {
@@ -279,7 +279,7 @@ impl Store {
                     .code()
                     .is_some_and(|code| code.starts_with("57P") || code.starts_with("08")) =>
             {
-                self.outage(&err)
+                self.outage(err)
             }
             sqlx::Error::Database(_)
             | sqlx::Error::RowNotFound
@@ -288,7 +288,7 @@ impl Store {
             | sqlx::Error::TypeNotFound { .. }
             | sqlx::Error::ColumnNotFound(_)
             | sqlx::Error::ColumnIndexOutOfBounds { .. } => StoreError::Failed,
-            _ => self.outage(&err),
+            _ => self.outage(err),
         }
     }
 

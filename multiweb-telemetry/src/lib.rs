@@ -57,7 +57,7 @@
 //!
 //! | feature | default | what it enables |
 //! |---|---|---|
-//! | `sqlx` | no | [`db`]: a CLIENT span, the `db_client_operation_duration_seconds` histogram, slow-query and failed-query log lines for every query of a wrapped sqlx pool, and its connection gauges |
+//! | `sqlx` | no | the `db` module: a CLIENT span, the `db_client_operation_duration_seconds` histogram, slow-query and failed-query log lines for every query of a wrapped sqlx pool, and its connection gauges |
 //!
 //! Every other capability above is always on.
 

@@ -191,8 +191,9 @@ fn every_query_of_the_guide_the_dashboards_and_the_rules_returns_data() {
     }
 }
 
-/// The guide's `DatabaseConnectionPoolHigh` (`pg_stat_database_numbackends
-/// > 80`) fires for real: 85 connections to the database make it pending,
+/// The guide's `DatabaseConnectionPoolHigh`
+/// (`pg_stat_database_numbackends > 80`) fires for real: 85 connections to
+/// the database make it pending,
 /// then firing (its `for: 2m` shortened to 5 s in this test's copy only),
 /// and it clears when they close.
 #[test]

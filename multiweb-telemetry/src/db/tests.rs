@@ -89,7 +89,7 @@ fn attribute(span: &SpanData, key: &str) -> Option<String> {
         .map(|kv| kv.value.to_string())
 }
 
-/// `init`'s bridge and JSON layer over an in-memory exporter, a local
+/// A bridge like `init`'s and its JSON layer over an in-memory exporter, a local
 /// recorder, and one instrumented in-memory SQLite pool with a table.
 struct Harness {
     exported: Exported,
@@ -109,7 +109,13 @@ async fn harness(instrumentation: Instrumentation) -> Harness {
     let logs = Logs::default();
     let writer = logs.clone();
     let subscriber = tracing_subscriber::registry()
-        .with(crate::log::otel_layers(Some(provider.tracer("test")), None))
+        .with(
+            tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer("test"))
+                .with_location(false)
+                .with_threads(false)
+                .with_target(false),
+        )
         .with(JsonLayer::new().with_writer(move || writer.clone()));
     let default = tracing::subscriber::set_default(subscriber);
     let metrics = MetricsCapture::new();
