@@ -5,10 +5,19 @@
 //! curl http://127.0.0.1:8080/api/v1/products/
 //! curl http://127.0.0.1:8080/metrics
 //! ```
+//!
+//! Users, products and transactions are kept in SQLite, in
+//! `marketplace.db` under the working directory, unless `DATABASE_URL`
+//! names another database (`postgres://user:password@host/db`). With
+//! `REDIS_URL` (`redis://host:6379`), product reads go through a Redis
+//! cache. Both are instrumented: every query has a span and a sample in
+//! `db_client_operation_duration_seconds`.
 
 mod api;
 mod business;
+mod cache;
 mod demo_load;
+mod store;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -73,6 +82,38 @@ impl Args {
     }
 }
 
+/// The database of `DATABASE_URL` (SQLite by default), migrated now if it
+/// answers, else as soon as it does, and the cache of `REDIS_URL`, if set.
+/// `None` when a URL is unusable (the error is logged).
+async fn open_stores() -> Option<api::AppState> {
+    let url =
+        std::env::var("DATABASE_URL").unwrap_or_else(|_| store::DEFAULT_DATABASE_URL.to_owned());
+    let store = match store::Store::open(&url) {
+        Ok(store) => store,
+        Err(err) => {
+            // sqlx's errors name the URL's parts it could not use, never
+            // its password.
+            tracing::error!(error = %err, "DATABASE_URL is not usable");
+            return None;
+        }
+    };
+    store.migrate_now_or_later().await;
+    let cache = match std::env::var("REDIS_URL") {
+        Ok(url) => match cache::Cache::open(&url) {
+            Ok(cache) => {
+                cache.connect();
+                Some(cache)
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "REDIS_URL is not usable");
+                return None;
+            }
+        },
+        Err(_) => None,
+    };
+    Some(api::App::new(store, cache))
+}
+
 fn report(err: &dyn std::error::Error) {
     eprintln!("error: {err}");
     let mut source = err.source();
@@ -102,7 +143,10 @@ async fn main() -> ExitCode {
         }
     };
 
-    let app = api::router(api::AppState::default())
+    let Some(state) = open_stores().await else {
+        return ExitCode::FAILURE;
+    };
+    let app = api::router(state)
         .route_service("/metrics", telemetry.metrics_service())
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             multiweb_telemetry::http::panic_response,

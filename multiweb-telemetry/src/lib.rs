@@ -60,13 +60,17 @@
 //!
 //! | feature | default | what it enables |
 //! |---|---|---|
-//! | *(none yet)* | | every capability above is always on |
+//! | `sqlx` | no | the `db` module: a CLIENT span, the `db_client_operation_duration_seconds` histogram, slow-query and failed-query log lines for every query of a wrapped sqlx pool, and its connection gauges |
 //! | `client` | no | outgoing calls (`client::layer()` for tower clients such as hyper-util's and tonic's, `client::middleware()` for reqwest-middleware): a CLIENT span, `traceparent`, `http_client_request_duration_seconds`; pulls in reqwest 0.13 (without TLS) and reqwest-middleware 0.5 |
+//!
+//! Every other capability above is always on.
 
 pub mod business;
 #[cfg(feature = "client")]
 pub mod client;
 mod config;
+#[cfg(feature = "sqlx")]
+pub mod db;
 mod error;
 mod guard;
 pub mod http;
