@@ -6,9 +6,11 @@
 //! its own (service `payment`, exporting where the marketplace exports), so
 //! that a transaction's trace shows two services: the marketplace's request
 //! span, the call's CLIENT span (`multiweb_telemetry::client::middleware()`)
-//! and the stub's request span, under one trace id. Its HTTP layer records
-//! the span only: no metrics (they would land on the marketplace's
-//! `/metrics`) and no access lines.
+//! and the stub's request span, under one trace id. It sets up traces only
+//! (its log lines, configuration warnings included, would repeat the
+//! marketplace's on the same stdout), and its HTTP layer records the span
+//! only: no metrics (they would land on the marketplace's `/metrics`) and
+//! no access lines.
 
 use std::net::SocketAddr;
 
@@ -48,6 +50,7 @@ pub(crate) fn start() -> Result<Stub, StartError> {
             let started = (|| {
                 let telemetry = multiweb_telemetry::Telemetry::builder()
                     .service_name("payment")
+                    .signals(multiweb_telemetry::Signals::TRACES)
                     .build_dispatch()
                     .map_err(|e| e.to_string())?;
                 let runtime = tokio::runtime::Builder::new_current_thread()
