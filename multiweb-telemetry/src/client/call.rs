@@ -201,17 +201,21 @@ impl Drop for Call {
 }
 
 /// The attributes of the call span, known when the call starts.
-fn attributes(target: &Target<'_>, method: Method, address: Option<&str>) -> Vec<KeyValue> {
-    let mut attributes = Vec::with_capacity(4);
-    attributes.push(KeyValue::new("http.request.method", method.as_str()));
-    if let Some(address) = address {
-        attributes.push(KeyValue::new("server.address", address.to_owned()));
-    }
-    if let Some(port) = target.server_port() {
-        attributes.push(KeyValue::new("server.port", i64::from(port)));
-    }
-    attributes.push(KeyValue::new("url.full", full_url(target)));
-    attributes
+fn attributes(
+    target: &Target<'_>,
+    method: Method,
+    address: Option<&str>,
+) -> impl Iterator<Item = KeyValue> {
+    [
+        Some(KeyValue::new("http.request.method", method.as_str())),
+        address.map(|address| KeyValue::new("server.address", address.to_owned())),
+        target
+            .server_port()
+            .map(|port| KeyValue::new("server.port", i64::from(port))),
+        Some(KeyValue::new("url.full", full_url(target))),
+    ]
+    .into_iter()
+    .flatten()
 }
 
 /// The OpenTelemetry name of a call span: its method, or `HTTP` for a
