@@ -24,6 +24,7 @@ mod business;
 mod cache;
 mod demo_load;
 mod payment;
+mod peer;
 mod store;
 
 use std::net::SocketAddr;
@@ -45,6 +46,8 @@ enum LayerMode {
     Metrics,
     /// No HTTP layer at all.
     Off,
+    /// The hand-made stack instead of this crate (see `peer`).
+    Peer,
 }
 
 impl Args {
@@ -66,9 +69,10 @@ impl Args {
                         Some("full") => LayerMode::Full,
                         Some("metrics") => LayerMode::Metrics,
                         Some("off") => LayerMode::Off,
+                        Some("peer") => LayerMode::Peer,
                         other => {
                             return Err(format!(
-                                "--http-layer takes full, metrics or off, not {other:?}"
+                                "--http-layer takes full, metrics, off or peer, not {other:?}"
                             ));
                         }
                     }
@@ -139,14 +143,24 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let telemetry = match multiweb_telemetry::Telemetry::builder()
-        .service_version(env!("CARGO_PKG_VERSION"))
-        .try_init()
-    {
-        Ok(telemetry) => telemetry,
-        Err(err) => {
-            report(&err);
-            return ExitCode::FAILURE;
+    let (telemetry, _peer) = if args.layer == LayerMode::Peer {
+        match peer::install() {
+            Ok(peer) => (None, Some(peer)),
+            Err(err) => {
+                report(&*err);
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        match multiweb_telemetry::Telemetry::builder()
+            .service_version(env!("CARGO_PKG_VERSION"))
+            .try_init()
+        {
+            Ok(telemetry) => (Some(telemetry), None),
+            Err(err) => {
+                report(&err);
+                return ExitCode::FAILURE;
+            }
         }
     };
 
@@ -161,11 +175,14 @@ async fn main() -> ExitCode {
     let Some(state) = open_stores(payment::Payments::new(stub.addr)).await else {
         return ExitCode::FAILURE;
     };
-    let app = api::router(state)
-        .route_service("/metrics", telemetry.metrics_service())
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-            multiweb_telemetry::http::panic_response,
-        ));
+    let app = api::router(state);
+    let app = match &telemetry {
+        Some(telemetry) => app.route_service("/metrics", telemetry.metrics_service()),
+        None => app,
+    }
+    .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+        multiweb_telemetry::http::panic_response,
+    ));
     let app = match args.layer {
         LayerMode::Full => app.layer(multiweb_telemetry::http::layer()),
         LayerMode::Metrics => app.layer(
@@ -174,6 +191,7 @@ async fn main() -> ExitCode {
                 .access_log(false),
         ),
         LayerMode::Off => app,
+        LayerMode::Peer => peer::layers(app),
     };
     if args.demo_load {
         tokio::spawn(demo_load::run(app.clone()));
@@ -190,7 +208,10 @@ async fn main() -> ExitCode {
     let shutdown = shutdown_signal();
     tracing::info!(
         addr = %addr,
-        metrics_addr = telemetry.metrics_addr().map(tracing::field::display),
+        metrics_addr = telemetry
+            .as_ref()
+            .and_then(multiweb_telemetry::TelemetryGuard::metrics_addr)
+            .map(tracing::field::display),
         "marketplace listening"
     );
     let served = axum::serve(listener, app)
