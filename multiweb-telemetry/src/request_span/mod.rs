@@ -202,9 +202,15 @@ impl RequestSpan {
 }
 
 impl Drop for RequestSpan {
+    /// Dropped when the response has been sent (or dropped): the span ends
+    /// now, as `http_request_duration_seconds` measures, not at the
+    /// handler's last poll.
     fn drop(&mut self) {
-        if let Kind::Own(cx) = &self.kind {
-            direct::end(cx);
+        match &self.kind {
+            Kind::Own(cx) => direct::end(cx),
+            // `tracing-opentelemetry` ends a span at its last exit: one more
+            // enter and exit make that now.
+            Kind::Bridged | Kind::Foreign => drop(self.span.enter()),
         }
     }
 }
