@@ -55,6 +55,7 @@
 pub mod business;
 mod config;
 mod error;
+mod exemplar;
 mod guard;
 pub mod http;
 mod labels;
@@ -128,8 +129,12 @@ impl TelemetryBuilder {
         };
 
         let logs = log::writer(&config, self.log_writer.take())?;
-        let (exporter, upkeep) =
-            crate::metrics::install(recorder, config.process_metrics, Some(logs.dropped.clone()))?;
+        let (exporter, upkeep) = crate::metrics::install(
+            recorder,
+            &config.buckets,
+            config.process_metrics,
+            Some(logs.dropped.clone()),
+        )?;
         let traces = trace::install(&config)?;
         tracing::dispatcher::set_global_default(subscriber::dispatch(
             &config,
