@@ -3,7 +3,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 
-use super::{LogFormat, LogSink, OtlpProtocol, TraceSampler};
+use super::{LogFormat, LogSink, OtlpProtocol, Signals, TraceSampler};
 
 /// Configures and installs telemetry.
 ///
@@ -32,6 +32,9 @@ use super::{LogFormat, LogSink, OtlpProtocol, TraceSampler};
 /// | [`sampler`](Self::sampler) | `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG` | `parentbased_always_on` |
 /// | [`keep_error_traces`](Self::keep_error_traces) | `MULTIWEB_TRACES_KEEP_ERRORS` | `true` |
 /// | [`bridge_request_spans`](Self::bridge_request_spans) | none | `true` |
+/// | [`log_buffer_bytes`](Self::log_buffer_bytes) | none | 16 MiB |
+/// | [`panic_hook`](Self::panic_hook) | none | `true` |
+/// | [`signals`](Self::signals) | none | [`Signals::ALL`] |
 ///
 /// An empty environment variable counts as unset, as the OpenTelemetry
 /// specification asks.
@@ -46,6 +49,7 @@ pub struct TelemetryBuilder {
     pub(crate) metrics_addr: Option<SocketAddr>,
     pub(crate) metrics_token: Option<String>,
     pub(crate) log_buffer_lines: Option<usize>,
+    pub(crate) log_buffer_bytes: Option<usize>,
     pub(crate) default_buckets: Option<Vec<f64>>,
     pub(crate) buckets_for: Vec<(String, Vec<f64>)>,
     pub(crate) process_metrics: Option<bool>,
@@ -57,6 +61,8 @@ pub struct TelemetryBuilder {
     pub(crate) sampler: Option<TraceSampler>,
     pub(crate) keep_error_traces: Option<bool>,
     pub(crate) span_queue_size: Option<usize>,
+    pub(crate) panic_hook: Option<bool>,
+    pub(crate) signals: Option<Signals>,
 }
 
 impl fmt::Debug for TelemetryBuilder {
@@ -73,17 +79,26 @@ impl fmt::Debug for TelemetryBuilder {
                 &self.metrics_token.as_ref().map(|_| "<redacted>"),
             )
             .field("log_buffer_lines", &self.log_buffer_lines)
+            .field("log_buffer_bytes", &self.log_buffer_bytes)
             .field("default_buckets", &self.default_buckets)
             .field("buckets_for", &self.buckets_for)
             .field("process_metrics", &self.process_metrics)
             .field("bridge_request_spans", &self.bridge_request_spans)
             .field("log_writer", &self.log_writer.as_ref().map(|_| "custom"))
             .field("service_version", &self.service_version)
-            .field("otlp_endpoint", &self.otlp_endpoint)
+            .field(
+                "otlp_endpoint",
+                &self
+                    .otlp_endpoint
+                    .as_deref()
+                    .map(super::env::without_userinfo),
+            )
             .field("otlp_protocol", &self.otlp_protocol)
             .field("sampler", &self.sampler)
             .field("keep_error_traces", &self.keep_error_traces)
             .field("span_queue_size", &self.span_queue_size)
+            .field("panic_hook", &self.panic_hook)
+            .field("signals", &self.signals)
             .finish()
     }
 }
@@ -149,18 +164,41 @@ impl TelemetryBuilder {
     /// Requires `Authorization: Bearer <token>` on `/metrics`, both on the
     /// standalone listener and on [`TelemetryGuard::metrics_service`](crate::TelemetryGuard::metrics_service).
     ///
+    /// Surrounding whitespace is trimmed, from this setting as from
+    /// `MULTIWEB_METRICS_TOKEN` (a token read from a secret file keeps its
+    /// trailing newline). A token with whitespace, control or non-ASCII
+    /// characters inside could never match a header, and
+    /// [`try_init`](Self::try_init) refuses it with an error that names the
+    /// setting, never the token; so does an empty one, which means no token.
+    ///
     /// Overrides `MULTIWEB_METRICS_TOKEN`. Defaults to no token.
     pub fn metrics_token(mut self, token: impl Into<String>) -> Self {
         self.metrics_token = Some(token.into());
         self
     }
 
-    /// How many log lines may wait for stdout before new ones are dropped.
-    /// Dropped lines are counted in `multiweb_telemetry_log_lines_dropped_total`.
+    /// How many log lines may wait for stdout before new ones are dropped,
+    /// on top of the [byte bound](Self::log_buffer_bytes), which is what
+    /// bounds the buffer's memory. Dropped lines are counted in
+    /// `multiweb_telemetry_log_lines_dropped_total`.
     ///
-    /// Defaults to [`DEFAULT_LOG_BUFFER_LINES`](crate::DEFAULT_LOG_BUFFER_LINES).
+    /// Defaults to no line bound (it was 128,000 lines, which let long lines
+    /// take gigabytes while stdout was stalled).
+    #[deprecated(note = "the log buffer is bounded in bytes: use `log_buffer_bytes`")]
     pub fn log_buffer_lines(mut self, lines: usize) -> Self {
         self.log_buffer_lines = Some(lines);
+        self
+    }
+
+    /// How many bytes of log lines may wait for stdout (the batch being
+    /// written included) before new lines are dropped. Dropped lines are
+    /// counted in `multiweb_telemetry_log_lines_dropped_total`; a line
+    /// longer than the whole bound is always dropped. The buffers' memory
+    /// stays within about twice this.
+    ///
+    /// Defaults to [`DEFAULT_LOG_BUFFER_BYTES`](crate::DEFAULT_LOG_BUFFER_BYTES) (16 MiB).
+    pub fn log_buffer_bytes(mut self, bytes: usize) -> Self {
+        self.log_buffer_bytes = Some(bytes);
         self
     }
 
@@ -245,6 +283,33 @@ impl TelemetryBuilder {
     /// Defaults to 2048.
     pub fn span_queue_size(mut self, spans: usize) -> Self {
         self.span_queue_size = Some(spans);
+        self
+    }
+
+    /// Whether [`try_init`](Self::try_init) installs the panic hook that logs
+    /// each panic as one JSON line at error level (with the request's
+    /// fields and trace ids) through the non-blocking log writer, and counts
+    /// it in `multiweb_telemetry_panics_total`. A hook set before is called
+    /// after it, unless it is the standard hook, whose synchronous write to
+    /// stderr can block the panicking thread when stderr is not read. When
+    /// the guard is dropped, panics go to the previous hook again. See
+    /// [`metrics::PANICS`](crate::metrics::PANICS).
+    ///
+    /// Without it, panics go to whatever hook is set (the standard one
+    /// writes them to stderr). Defaults to `true`.
+    pub fn panic_hook(mut self, install: bool) -> Self {
+        self.panic_hook = Some(install);
+        self
+    }
+
+    /// Which signals to set up: logs, traces, metrics, or a combination
+    /// (see [`Signals`]). A signal that is off costs nothing per request:
+    /// with [`Signals::METRICS`] alone no `tracing` subscriber and no log
+    /// thread are started, and the HTTP layer records metrics only.
+    ///
+    /// Defaults to [`Signals::ALL`].
+    pub fn signals(mut self, signals: Signals) -> Self {
+        self.signals = Some(signals);
         self
     }
 

@@ -11,7 +11,7 @@ use super::future::ResponseFuture;
 use super::settings::ServiceState;
 use super::state::{RequestState, Route, Series, SpanAndUri};
 use crate::labels::{Method, UNMATCHED_PATH};
-use crate::request_span::{Entered, RequestInfo, RequestSpan};
+use crate::request_span::{Entered, RequestInfo, RequestSpan, RequestSpanLayer};
 
 /// The service made by [`TelemetryLayer`](super::TelemetryLayer).
 #[derive(Debug, Clone)]
@@ -47,17 +47,20 @@ where
         }
         let start = quanta::Instant::now();
         let method = Method::of(request.method());
-        let route: Option<Route> = match &settings.classifier {
-            Some(classify) => classify(request.method(), request.uri()).map(Route::Classified),
-            None => request
-                .extensions()
-                .get::<MatchedPath>()
-                .cloned()
-                .map(Route::Matched),
+        let classified = settings
+            .classifier
+            .as_ref()
+            .and_then(|classify| classify(request.method(), request.uri()));
+        let matched = match classified {
+            None if settings.classifier.is_none() => request.extensions().get::<MatchedPath>(),
+            _ => None,
         };
+        let route = classified
+            .as_deref()
+            .or_else(|| matched.map(MatchedPath::as_str));
 
-        let series = if settings.metrics {
-            let path = route.as_ref().map_or(UNMATCHED_PATH, Route::as_str);
+        let series = if settings.metrics && crate::metrics::recording() {
+            let path = route.unwrap_or(UNMATCHED_PATH);
             match service.route.get() {
                 Some(own) if own.path() == path => Series::Slot,
                 Some(_) => Series::Owned(service.layer.series.route(path)),
@@ -75,11 +78,12 @@ where
             Series::Off
         };
 
-        let span = (settings.span || settings.access_log).then(|| {
+        let traced = (settings.span || settings.access_log) && RequestSpanLayer::anyone_listens();
+        let span = traced.then(|| {
             let span = if settings.span {
                 RequestSpan::start(&RequestInfo {
                     method,
-                    route: route.as_ref().map(Route::as_str),
+                    route,
                     path: request.uri().path(),
                     headers: request.headers(),
                     route_cache: &service.route_cache,
@@ -87,7 +91,15 @@ where
             } else {
                 RequestSpan::none()
             };
-            let access = settings.access_log.then(|| (request.uri().clone(), route));
+            // The route again for the access line (an `Arc` clone for axum's).
+            let access = settings.access_log.then(|| {
+                let route = match (&classified, matched) {
+                    (Some(route), _) => Some(Route::Classified(route.clone())),
+                    (None, Some(matched)) => Some(Route::Matched(matched.clone())),
+                    (None, None) => None,
+                };
+                (request.uri().clone(), route)
+            });
             Box::new(SpanAndUri {
                 span,
                 access,

@@ -5,8 +5,8 @@
 //! - an [`EnvFilter`](tracing_subscriber::EnvFilter) from `RUST_LOG` (default `info`);
 //! - the [`JsonLayer`] (or `tracing-subscriber`'s pretty format when
 //!   `MULTIWEB_LOG_FORMAT=pretty`);
-//! - a non-blocking writer with a bounded buffer
-//!   ([`DEFAULT_LOG_BUFFER_LINES`](crate::DEFAULT_LOG_BUFFER_LINES) lines). A log
+//! - a non-blocking writer with a buffer bounded in bytes
+//!   ([`DEFAULT_LOG_BUFFER_BYTES`](crate::DEFAULT_LOG_BUFFER_BYTES)). A log
 //!   line costs a short lock and a copy; a thread of its own writes the buffer
 //!   to stdout every 20 ms, or sooner when it fills. When stdout is slow or
 //!   blocked the application keeps running; lines that do not fit are dropped
@@ -50,11 +50,13 @@ pub(crate) fn writer(config: &Config, sink: Option<LogSink>) -> Result<LogWriter
         Some(LogSink(sink)) => sink,
         None => Box::new(io::stdout()),
     };
-    let (writer, worker, dropped) = BufferedWriter::start(output, config.log_buffer_lines)
-        .map_err(|source| Error::Spawn {
-            what: "log writer",
-            source,
-        })?;
+    let (writer, worker, dropped) =
+        BufferedWriter::start(output, config.log_buffer_bytes, config.log_buffer_lines).map_err(
+            |source| Error::Spawn {
+                what: "log writer",
+                source,
+            },
+        )?;
     Ok(LogWriter {
         writer,
         worker,

@@ -75,6 +75,15 @@ impl RequestSpanLayer {
         dispatch.downcast_ref::<Self>()
     }
 
+    /// Whether the current subscriber is any at all: with none (`init` with
+    /// `Signals::METRICS` alone), a request span and its access line would
+    /// be made for nobody.
+    pub(crate) fn anyone_listens() -> bool {
+        tracing::dispatcher::get_default(|dispatch| {
+            !dispatch.is::<tracing_core::subscriber::NoSubscriber>()
+        })
+    }
+
     /// `f` of the layer in the current subscriber, if it is `init`'s.
     pub(super) fn installed<T>(f: impl Fn(&Self) -> T) -> Option<T> {
         tracing::dispatcher::get_default(|dispatch| Self::of(dispatch).map(&f))
@@ -220,7 +229,7 @@ impl<S> tracing_subscriber::layer::Filter<S> for BridgeFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{LogFormat, Telemetry, TelemetryBuilder};
+    use crate::{LogFormat, Signals, Telemetry, TelemetryBuilder};
 
     /// Which path the subscribers `init` builds give request spans.
     #[test]
@@ -250,6 +259,20 @@ mod tests {
             "direct"
         );
         assert_eq!(mode(Telemetry::builder().disabled(true)), "pass-through");
+        assert_eq!(
+            mode(Telemetry::builder().signals(Signals::LOGS)),
+            "pass-through",
+            "logs without traces: the SDK is off"
+        );
+        assert_eq!(
+            mode(Telemetry::builder().signals(Signals::TRACES)),
+            "bridged"
+        );
+        assert_eq!(
+            mode(Telemetry::builder().signals(Signals::METRICS)),
+            "none",
+            "no subscriber without logs and traces"
+        );
         assert_eq!(
             mode(
                 Telemetry::builder()

@@ -164,7 +164,11 @@ impl RequestSpan {
             // Only fails for a disabled span, which has no parent to set.
             let _ = span.set_parent(parent);
         }
-        add_log_path(&span, info);
+        // Under `init`'s subscriber only: other subscribers' formatters do
+        // not read the JSON layer's span fields.
+        if matches!(kind, Kind::Bridged) {
+            add_log_path(&span, info);
+        }
         Self { span, kind }
     }
 

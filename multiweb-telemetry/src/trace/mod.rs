@@ -79,8 +79,9 @@
 //! # Propagation
 //!
 //! The HTTP layer continues an incoming W3C `traceparent`/`tracestate`
-//! (with the SDK disabled, passes it through); invalid headers are ignored
-//! and start a new trace. For outgoing calls,
+//! (with the SDK disabled, passes it through); headers that break the W3C
+//! rules in any way (lengths, lowercase hex, zero ids, two `traceparent`s)
+//! are ignored and start a new trace. For outgoing calls,
 //! [`inject_context`] writes the current span's `traceparent` into a
 //! request's headers.
 
@@ -88,6 +89,7 @@ mod context;
 mod otlp;
 mod processor;
 mod sampler;
+mod traceparent;
 
 use std::time::Duration;
 
@@ -109,14 +111,22 @@ use crate::config::Config;
 /// How long dropping the guard waits for queued spans to be exported.
 pub(crate) const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The installed tracer provider and the tracer the `tracing` bridge uses.
+/// The installed tracer provider and the tracer the `tracing` bridge uses;
+/// neither when the SDK is disabled (or traces are off).
 pub(crate) struct Installed {
-    pub(crate) provider: SdkTracerProvider,
-    pub(crate) tracer: SdkTracer,
+    pub(crate) provider: Option<SdkTracerProvider>,
+    pub(crate) tracer: Option<SdkTracer>,
 }
 
 /// Builds the tracer provider (and, when export is on, the exporter thread).
 pub(crate) fn install(config: &Config) -> Result<Installed, Error> {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    if config.disabled {
+        return Ok(Installed {
+            provider: None,
+            tracer: None,
+        });
+    }
     let mut resource = Resource::builder_empty()
         .with_service_name(config.service_name.clone())
         .with_attribute(KeyValue::new("telemetry.sdk.language", "rust"))
@@ -147,8 +157,10 @@ pub(crate) fn install(config: &Config) -> Result<Installed, Error> {
     }
     let provider = builder.build();
     let tracer = provider.tracer("multiweb-telemetry");
-    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    Ok(Installed { provider, tracer })
+    Ok(Installed {
+        provider: Some(provider),
+        tracer: Some(tracer),
+    })
 }
 
 /// Logs, once the subscriber is in place, what the configuration falls back
@@ -194,7 +206,7 @@ impl Injector for HeaderWriter<'_> {
 pub(crate) fn remote_parent(headers: &HeaderMap) -> Option<opentelemetry::Context> {
     // A name made once: looking a `&str` up parses it first.
     static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
-    if !headers.contains_key(&TRACEPARENT) {
+    if !traceparent::is_valid_in(headers.get_all(&TRACEPARENT)) {
         return None;
     }
     let cx = TraceContextPropagator::new().extract(&HeaderReader(headers));
