@@ -1116,8 +1116,7 @@ pub fn exemplars_in(text: &str) -> Vec<ExemplarLine> {
         let id = |key: &str| {
             ids.iter()
                 .find(|(k, _)| k == key)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+                .map_or_else(|| panic!("no {key} in {line:?}"), |(_, v)| v.clone())
         };
         assert_eq!(ids.len(), 2, "only trace_id and span_id: {line:?}");
         let numbers: Vec<f64> = rest

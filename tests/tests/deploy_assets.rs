@@ -536,7 +536,10 @@ fn dashboards_have_the_guide_panels_and_namespace_variable() {
 fn latency_panels_show_exemplars() {
     let dashboards = dashboards();
     for (file, title) in [
-        ("api-performance.json", "Response Time by Endpoint (P50, P95, P99)"),
+        (
+            "api-performance.json",
+            "Response Time by Endpoint (P50, P95, P99)",
+        ),
         ("application-overview.json", "Avg Response Time"),
     ] {
         let (_, json) = dashboards

@@ -140,7 +140,10 @@ fn assert_linked(run: &Run, path: &str, access: &serde_json::Value) {
     for exemplar in &exemplars {
         assert_eq!(exemplar.trace_id, access["trace_id"].as_str().unwrap());
         assert_eq!(exemplar.span_id, access["span_id"].as_str().unwrap());
-        assert_eq!(exemplar.label("status"), Some(&*access["status"].to_string()));
+        assert_eq!(
+            exemplar.label("status"),
+            Some(&*access["status"].to_string())
+        );
         match exemplar.sample.as_str() {
             "http_requests_total" => assert_eq!(exemplar.value, 1.0),
             "http_request_duration_seconds_bucket" => {
@@ -184,7 +187,8 @@ fn sampled_requests_leave_their_ids_on_their_bucket_and_counter() {
         }
         let slow = &run.of_path(&format!("/{prefix}/slow"));
         assert!(
-            slow.iter().any(|e| e.value >= 0.03 && e.label("le") != Some("0.005")),
+            slow.iter()
+                .any(|e| e.value >= 0.03 && e.label("le") != Some("0.005")),
             "{slow:#?}"
         );
         let now = std::time::SystemTime::now()
@@ -284,16 +288,8 @@ fn business_metrics_keep_the_span_they_were_recorded_in() {
     assert_eq!(
         names,
         [
-            (
-                "multiweb_exemplar_test_items_bucket",
-                None,
-                Some("10.0")
-            ),
-            (
-                "multiweb_exemplar_test_orders_total",
-                Some("web"),
-                None
-            ),
+            ("multiweb_exemplar_test_items_bucket", None, Some("10.0")),
+            ("multiweb_exemplar_test_orders_total", Some("web"), None),
         ],
         "{openmetrics}"
     );

@@ -57,7 +57,7 @@ impl Format {
                     quality = value
                         .parse::<f32>()
                         .ok()
-                        .filter(|q| (0.0..=1.0).contains(q))?
+                        .filter(|q| (0.0..=1.0).contains(q))?;
                 }
                 "version" => version = Some(value),
                 _ => {}

@@ -119,6 +119,10 @@ impl Entered<'_> {
     /// thread-local, without looking the span up. Under another subscriber
     /// without such a bridge, the current context is whatever the caller
     /// attached.
+    #[allow(
+        clippy::unused_self,
+        reason = "true only while the span is entered, which `self` stands for"
+    )]
     pub(crate) fn sampled_ids(&self) -> Option<SpanIds> {
         SpanIds::current_sampled()
     }
