@@ -23,8 +23,9 @@
 //! - `http_request_duration_seconds_bucket` and `http_requests_total` carry
 //!   the newest exemplar of each bucket and series, from requests whose
 //!   trace is sampled, and from 5xx requests the guide's "keep every error"
-//!   rule keeps (see [`crate::trace`]): an exemplar always leads to a trace
-//!   that was exported.
+//!   rule keeps (see [`crate::trace`]): an exemplar never names a trace that
+//!   sampling dropped (with no OTLP endpoint configured, sampled traces are
+//!   made but sent nowhere, and so are the ones exemplars name).
 //! - `#[business_metric]` counters and histograms carry one when they are
 //!   recorded inside a sampled span ([`crate::business`]).
 //!
