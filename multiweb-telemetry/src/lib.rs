@@ -28,7 +28,9 @@
 //!
 //! - **Metrics** ([`metrics`](mod@metrics)): a global [`metrics`](::metrics) recorder
 //!   exporting the Prometheus text format, histograms as buckets, and the
-//!   standard `process_*` metrics refreshed at each scrape.
+//!   standard `process_*` metrics refreshed at each scrape; the OpenMetrics
+//!   format, with exemplars linking latency buckets to sampled traces, for
+//!   scrapes that ask for it.
 //! - **Business metrics** ([`business`]): `#[business_metric]` statics,
 //!   exported with the rest.
 //! - **Logs** ([`log`]): a global `tracing` subscriber writing one JSON object
@@ -72,6 +74,7 @@ mod config;
 #[cfg(feature = "sqlx")]
 pub mod db;
 mod error;
+mod exemplar;
 mod guard;
 pub mod http;
 mod labels;
@@ -157,6 +160,7 @@ impl TelemetryBuilder {
             .map(|recorder| {
                 crate::metrics::install(
                     recorder,
+                    &config.buckets,
                     config.process_metrics,
                     logs.as_ref().map(|logs| logs.dropped.clone()),
                 )
