@@ -94,8 +94,13 @@ const DASHBOARDS: [(&str, &str, &[&str], &[&str]); 4] = [
 ];
 
 /// Services of `deploy/compose.yaml` the guide's stack needs.
-const COMPOSE_SERVICES: [&str; 7] = [
+const COMPOSE_SERVICES: [&str; 12] = [
     "multiweb-api",
+    "postgres",
+    "postgres-exporter",
+    "redis",
+    "redis-exporter",
+    "node-exporter",
     "prometheus",
     "alertmanager",
     "grafana",
