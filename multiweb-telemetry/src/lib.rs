@@ -65,8 +65,8 @@ pub mod trace;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use config::{
-    DEFAULT_BUCKETS, DEFAULT_LOG_BUFFER_LINES, LogFormat, OtlpProtocol, TelemetryBuilder,
-    TraceSampler,
+    DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT, DEFAULT_BUCKETS, DEFAULT_LOG_BUFFER_LINES, LogFormat,
+    OtlpCompression, OtlpProtocol, TelemetryBuilder, TraceSampler,
 };
 pub use error::Error;
 pub use guard::TelemetryGuard;
@@ -129,7 +129,6 @@ impl TelemetryBuilder {
             crate::metrics::install(recorder, config.process_metrics, Some(logs.dropped.clone()))?;
         let traces = trace::install(&config)?;
         log::install(&config, &logs, traces.tracer)?;
-        trace::warn_about_settings(&config);
         let listener = listener
             .map(|listener| {
                 let service = crate::metrics::MetricsService::with_exporter(exporter.clone());
@@ -178,7 +177,6 @@ impl TelemetryBuilder {
         let logs = log::writer(&config, self.log_writer.take())?;
         let traces = trace::install(&config)?;
         let dispatch = log::dispatch(&config, &logs, traces.tracer);
-        tracing::dispatcher::with_default(&dispatch, || trace::warn_about_settings(&config));
         Ok((
             dispatch,
             TelemetryGuard {

@@ -153,18 +153,6 @@ pub(crate) fn install(config: &Config) -> Result<Installed, Error> {
     Ok(Installed { provider, tracer })
 }
 
-/// Logs, once the subscriber is in place, what the configuration falls back
-/// on: `gzip` asked for but not in this build.
-pub(crate) fn warn_about_settings(config: &Config) {
-    if let Some(variable) = config.traces.export.as_ref().and_then(|e| e.gzip_asked_by) {
-        tracing::warn!(
-            target: "multiweb_telemetry::trace",
-            variable,
-            "gzip compression is not in this build; spans are exported uncompressed"
-        );
-    }
-}
-
 /// Reads `traceparent`/`tracestate` from request headers.
 struct HeaderReader<'a>(&'a HeaderMap);
 

@@ -1,102 +1,137 @@
 //! The OTLP exporter: encodes each batch of spans once (see [`encode`]) and
-//! sends it over gRPC (tonic) or HTTP/protobuf (hyper), with the headers and
-//! timeout of the standard `OTEL_EXPORTER_OTLP_*` variables.
+//! sends it over gRPC ([`grpc`], tonic) or HTTP/protobuf ([`http`], hyper),
+//! with the headers, timeout, compression and TLS settings of the standard
+//! `OTEL_EXPORTER_OTLP_*` variables, retrying what the OTLP specification
+//! says is retryable ([`retry`]) until the export timeout.
 //!
-//! It replaces `opentelemetry-otlp`'s span exporter, which converted every
-//! span into owned protobuf structs after cloning the whole batch (for
-//! retries this crate does not make): about three quarters of the exporter
-//! thread's work per span.
+//! It replaces `opentelemetry-otlp`'s span exporter, which converts every
+//! span into owned protobuf structs after cloning the whole batch, again
+//! for each retry: about five times this exporter's work per span on the
+//! exporter thread (see BENCHMARKS.md).
 
 mod encode;
+mod grpc;
+mod http;
+mod retry;
+mod tls;
 
-use bytes::{Buf, BufMut, Bytes};
-use http::HeaderMap;
-use http::uri::PathAndQuery;
-use opentelemetry_http::HttpClient;
+use std::time::Duration;
+
+use bytes::Bytes;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SpanData;
+use tokio::time::Instant;
 
 use crate::Error;
 use crate::config::{OtlpExport, OtlpProtocol};
 
 use encode::EncodedResource;
+use retry::{Backoff, Retry};
 
-/// The gRPC method of the OTLP trace service.
-const GRPC_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 /// Sent as `User-Agent`, as the OpenTelemetry exporters do.
 const USER_AGENT: &str = concat!("multiweb-telemetry/", env!("CARGO_PKG_VERSION"));
 
-/// Why a batch was not accepted; the spans are dropped.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub(crate) struct ExportError(String);
+/// Largest export request, encoded (before compression): a batch that would
+/// be larger is sent in parts. Under the 4 MiB that gRPC servers accept by
+/// default (the OpenTelemetry Collector's and Tempo's too).
+pub(crate) const MAX_REQUEST_BYTES: usize = 4_000_000;
+
+/// Why a request was given up; its spans are dropped.
+#[derive(Debug)]
+pub(crate) struct ExportError {
+    pub(crate) failure: Failure,
+    message: String,
+}
+
+impl std::fmt::Display for ExportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// The kinds of failure, each warned about on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// The collector answered with a status that must not be retried.
+    Rejected,
+    /// The TLS handshake failed (unknown CA, wrong host name, expired
+    /// certificate, no TLS on the other end, client certificate refused).
+    Tls,
+    /// Unreachable, a retryable answer until the time was up, or no answer.
+    Failed,
+}
+
+/// Why one attempt failed, and whether to retry.
+#[derive(Debug)]
+pub(super) struct AttemptError {
+    retry: Retry,
+    cause: String,
+    failure: Failure,
+}
+
+impl AttemptError {
+    /// The collector could not be reached, or the TLS handshake failed,
+    /// which is not retried: a wrong certificate stays wrong.
+    fn unreachable(cause: String, tls: bool) -> Self {
+        if tls {
+            AttemptError {
+                retry: Retry::Never,
+                cause,
+                failure: Failure::Tls,
+            }
+        } else {
+            AttemptError {
+                retry: Retry::Backoff,
+                cause: format!("could not reach the collector: {cause}"),
+                failure: Failure::Failed,
+            }
+        }
+    }
+
+    /// The collector answered `status` (`HTTP 503 …`, `gRPC status …`).
+    fn answered(retry: Retry, status: String) -> Self {
+        AttemptError {
+            retry,
+            cause: format!("the collector answered {status}"),
+            failure: if retry == Retry::Never {
+                Failure::Rejected
+            } else {
+                Failure::Failed
+            },
+        }
+    }
+}
 
 /// Sends batches of finished spans to one collector.
 pub(crate) struct OtlpExporter {
     transport: Transport,
     resource: EncodedResource,
+    timeout: Duration,
+    /// The longest string attribute value sent, in characters.
+    value_limit: usize,
     /// The last request's size, to allocate the next one at once.
     last_len: usize,
 }
 
 enum Transport {
-    Grpc {
-        client: tonic::client::Grpc<tonic::transport::Channel>,
-        headers: HeaderMap,
-    },
-    Http {
-        client: Box<opentelemetry_http::hyper::HyperClient>,
-        endpoint: http::Uri,
-        headers: HeaderMap,
-    },
+    Grpc(grpc::GrpcTransport),
+    Http(http::HttpTransport),
 }
 
 impl OtlpExporter {
     /// Builds the client; for gRPC, must run inside a Tokio runtime. Nothing
     /// connects until the first batch.
     pub(crate) fn new(settings: &OtlpExport) -> Result<Self, Error> {
-        let invalid = |source: Box<dyn std::error::Error + Send + Sync>| Error::Exporter { source };
         let transport = match settings.protocol {
-            OtlpProtocol::Grpc => {
-                let channel = tonic::transport::Endpoint::from_shared(settings.endpoint.clone())
-                    .and_then(|endpoint| endpoint.user_agent(USER_AGENT))
-                    .map_err(|err| invalid(Box::new(err)))?
-                    .timeout(settings.timeout)
-                    .connect_lazy();
-                Transport::Grpc {
-                    client: tonic::client::Grpc::new(channel),
-                    headers: settings.headers.clone(),
-                }
-            }
-            OtlpProtocol::HttpProtobuf => {
-                let endpoint = settings
-                    .endpoint
-                    .parse::<http::Uri>()
-                    .map_err(|err| invalid(Box::new(err)))?;
-                let mut headers = settings.headers.clone();
-                headers.insert(
-                    http::header::CONTENT_TYPE,
-                    http::HeaderValue::from_static("application/x-protobuf"),
-                );
-                // Unless the headers variable sets one.
-                headers
-                    .entry(http::header::USER_AGENT)
-                    .or_insert(http::HeaderValue::from_static(USER_AGENT));
-                Transport::Http {
-                    client: Box::new(
-                        opentelemetry_http::hyper::HyperClient::with_default_connector(
-                            settings.timeout,
-                            None,
-                        ),
-                    ),
-                    endpoint,
-                    headers,
-                }
-            }
-        };
+            OtlpProtocol::Grpc => grpc::GrpcTransport::new(settings).map(Transport::Grpc),
+            OtlpProtocol::HttpProtobuf => http::HttpTransport::new(settings).map(Transport::Http),
+        }
+        .map_err(|source| Error::Exporter { source })?;
         Ok(Self {
             transport,
             resource: EncodedResource::default(),
+            timeout: settings.timeout,
+            value_limit: settings.attribute_value_limit,
             last_len: 0,
         })
     }
@@ -106,68 +141,82 @@ impl OtlpExporter {
         self.resource = EncodedResource::new(resource);
     }
 
-    /// Sends `spans` in one request. Returns the collector's partial
-    /// success (spans rejected, and its message), or why the request failed.
-    pub(crate) async fn export(
-        &mut self,
-        spans: &[SpanData],
-    ) -> Result<PartialSuccess, ExportError> {
+    /// The `ExportTraceServiceRequest` for `spans`, encoded.
+    pub(crate) fn encode(&mut self, spans: &[SpanData]) -> Vec<u8> {
         let mut body = Vec::with_capacity(self.last_len + self.last_len / 8);
-        encode::export_request(&mut body, &self.resource, spans);
+        encode::export_request(&mut body, &self.resource, spans, self.value_limit);
         self.last_len = body.len();
-        let response = match &mut self.transport {
-            Transport::Grpc { client, headers } => {
-                client
-                    .ready()
-                    .await
-                    .map_err(|err| ExportError(format!("gRPC channel not ready: {err}")))?;
-                let mut request = tonic::Request::new(body);
-                *request.metadata_mut() =
-                    tonic::metadata::MetadataMap::from_headers(headers.clone());
-                client
-                    .unary(request, PathAndQuery::from_static(GRPC_EXPORT), RawCodec)
-                    .await
-                    .map_err(|status| {
-                        ExportError(match std::error::Error::source(&status) {
-                            // Made by the client's own transport (connection
-                            // refused, DNS, ...): the cause is the client's text.
-                            Some(cause) => format!("could not reach the collector: {cause}"),
-                            // From the collector: only the code, as a
-                            // collector may echo credentials in its message.
-                            None => {
-                                format!("the collector answered gRPC status {:?}", status.code())
-                            }
-                        })
-                    })?
-                    .into_inner()
-            }
-            Transport::Http {
-                client,
-                endpoint,
-                headers,
-            } => {
-                let mut request = http::Request::new(Bytes::from(body));
-                *request.method_mut() = http::Method::POST;
-                *request.uri_mut() = endpoint.clone();
-                *request.headers_mut() = headers.clone();
-                let response = client
-                    .send_bytes(request)
-                    .await
-                    .map_err(|err| ExportError(format!("HTTP request failed: {err}")))?;
-                if !response.status().is_success() {
-                    return Err(ExportError(format!(
-                        "the collector answered HTTP {}",
-                        response.status()
-                    )));
-                }
-                response.into_body()
-            }
+        body
+    }
+
+    /// Sends one encoded request of `spans` spans, retrying what may be
+    /// retried until the export timeout has passed since the first attempt,
+    /// or until `give_up` says so (the queue behind it is full). Returns the
+    /// collector's partial success, or why the request was given up.
+    pub(crate) async fn send(
+        &mut self,
+        encoded: Vec<u8>,
+        spans: usize,
+        give_up: impl Fn() -> bool,
+    ) -> Result<PartialSuccess, ExportError> {
+        let deadline = Instant::now() + self.timeout;
+        let body = match &self.transport {
+            Transport::Grpc(_) => Bytes::from(encoded),
+            Transport::Http(http) => http.body(encoded),
         };
-        let (rejected, message) = encode::partial_success(&response);
-        Ok(PartialSuccess {
-            rejected: rejected.min(spans.len() as u64),
-            message,
-        })
+        let mut backoff = Backoff::default();
+        let mut attempts = 1_u32;
+        loop {
+            let attempt = match &mut self.transport {
+                Transport::Grpc(grpc) => {
+                    tokio::time::timeout_at(deadline, grpc.send(body.clone())).await
+                }
+                Transport::Http(http) => {
+                    tokio::time::timeout_at(deadline, http.send(body.clone())).await
+                }
+            };
+            let error = match attempt {
+                Ok(Ok(response)) => {
+                    let (rejected, message) = encode::partial_success(&response);
+                    return Ok(PartialSuccess {
+                        rejected: rejected.min(spans as u64),
+                        message,
+                    });
+                }
+                Ok(Err(error)) => error,
+                Err(_) => {
+                    return Err(ExportError {
+                        failure: Failure::Failed,
+                        message: format!(
+                            "no answer within the export timeout ({:?}, attempt {attempts})",
+                            self.timeout
+                        ),
+                    });
+                }
+            };
+            let given_up = |why: &str| ExportError {
+                failure: error.failure,
+                message: format!("{}{why}", error.cause),
+            };
+            if error.retry == Retry::Never {
+                return Err(given_up(""));
+            }
+            let wait = backoff.wait(error.retry);
+            if Instant::now() + wait >= deadline {
+                return Err(given_up(&format!(
+                    " (given up after {attempts} attempts: the export timeout of {:?} \
+                     leaves no time to retry)",
+                    self.timeout
+                )));
+            }
+            if give_up() {
+                return Err(given_up(&format!(
+                    " (given up after {attempts} attempts: the span queue is full)"
+                )));
+            }
+            tokio::time::sleep(wait).await;
+            attempts += 1;
+        }
     }
 }
 
@@ -183,52 +232,6 @@ pub(crate) struct PartialSuccess {
 impl std::fmt::Debug for OtlpExporter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OtlpExporter").finish_non_exhaustive()
-    }
-}
-
-/// A gRPC codec for messages already encoded: the request is sent as is,
-/// the response is kept as bytes.
-#[derive(Debug, Clone, Copy)]
-struct RawCodec;
-
-impl tonic::codec::Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = Bytes;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        RawCodec
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        RawCodec
-    }
-}
-
-impl tonic::codec::Encoder for RawCodec {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-
-    fn encode(
-        &mut self,
-        item: Vec<u8>,
-        dst: &mut tonic::codec::EncodeBuf<'_>,
-    ) -> Result<(), tonic::Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl tonic::codec::Decoder for RawCodec {
-    type Item = Bytes;
-    type Error = tonic::Status;
-
-    fn decode(
-        &mut self,
-        src: &mut tonic::codec::DecodeBuf<'_>,
-    ) -> Result<Option<Bytes>, tonic::Status> {
-        Ok(Some(src.copy_to_bytes(src.remaining())))
     }
 }
 
@@ -248,6 +251,7 @@ mod tests {
     use prost::Message;
 
     use super::*;
+    use crate::config::OtlpCompression;
 
     fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
@@ -280,74 +284,111 @@ mod tests {
         }
     }
 
-    /// A one-shot HTTP collector: answers `status` with `body` and hands back
-    /// the request's head (lowercased) and body.
-    fn collector(
-        status: &'static str,
+    /// A request as the fake collector received it.
+    struct Received {
+        /// The request line and headers, lowercased.
+        head: String,
         body: Vec<u8>,
-    ) -> (String, std::thread::JoinHandle<(String, Vec<u8>)>) {
+    }
+
+    /// An HTTP collector that gives `answers` in turn (status line, extra
+    /// header lines, body), one per request, then stops; hands back the
+    /// requests.
+    fn collector(
+        answers: Vec<(&'static str, &'static str, Vec<u8>)>,
+    ) -> (String, std::thread::JoinHandle<Vec<Received>>) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
-        listener.set_nonblocking(true).unwrap();
         let handle = std::thread::spawn(move || {
-            // A client that never connects fails the test, not hangs it.
-            let deadline = std::time::Instant::now() + Duration::from_secs(20);
-            let stream = loop {
-                match listener.accept() {
-                    Ok((stream, _)) => break stream,
-                    Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
-                        assert!(std::time::Instant::now() < deadline, "no request came");
-                        std::thread::sleep(Duration::from_millis(5));
+            let mut received = Vec::new();
+            let mut reader: Option<BufReader<std::net::TcpStream>> = None;
+            for (status, headers, body) in answers {
+                let head = loop {
+                    let stream = match reader.as_mut() {
+                        Some(stream) => stream,
+                        None => {
+                            let (stream, _) = listener.accept().unwrap();
+                            stream
+                                .set_read_timeout(Some(Duration::from_secs(20)))
+                                .unwrap();
+                            reader.insert(BufReader::new(stream))
+                        }
+                    };
+                    let mut head = String::new();
+                    loop {
+                        let mut line = String::new();
+                        if stream.read_line(&mut line).unwrap_or(0) == 0 {
+                            break; // closed: the next request comes on a new connection
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        head.push_str(&line.to_ascii_lowercase());
                     }
-                    Err(err) => panic!("accept: {err}"),
-                }
-            };
-            stream.set_nonblocking(false).unwrap();
-            stream
-                .set_read_timeout(Some(Duration::from_secs(20)))
+                    if head.is_empty() {
+                        reader = None;
+                    } else {
+                        break head;
+                    }
+                };
+                let stream = reader.as_mut().unwrap();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .unwrap()
+                    .trim()
+                    .parse()
+                    .unwrap();
+                let mut request = vec![0; len];
+                stream.read_exact(&mut request).unwrap();
+                write!(
+                    stream.get_mut(),
+                    "HTTP/1.1 {status}\r\n{headers}content-type: application/x-protobuf\r\n\
+                     content-length: {}\r\n\r\n",
+                    body.len()
+                )
                 .unwrap();
-            let mut reader = BufReader::new(stream);
-            let mut head = String::new();
-            loop {
-                let mut line = String::new();
-                reader.read_line(&mut line).unwrap();
-                if line == "\r\n" {
-                    break;
-                }
-                head.push_str(&line.to_ascii_lowercase());
+                stream.get_mut().write_all(&body).unwrap();
+                received.push(Received {
+                    head,
+                    body: request,
+                });
             }
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length: "))
-                .unwrap()
-                .trim()
-                .parse()
-                .unwrap();
-            let mut request = vec![0; len];
-            reader.read_exact(&mut request).unwrap();
-            let mut stream = reader.into_inner();
-            write!(
-                stream,
-                "HTTP/1.1 {status}\r\ncontent-type: application/x-protobuf\r\ncontent-length: {}\r\n\r\n",
-                body.len()
-            )
-            .unwrap();
-            stream.write_all(&body).unwrap();
-            (head, request)
+            received
         });
         (url, handle)
     }
 
     fn http_settings(endpoint: String) -> OtlpExport {
-        let mut headers = HeaderMap::new();
-        headers.insert("x-api-key", http::HeaderValue::from_static("s3cret"));
+        let mut headers = ::http::HeaderMap::new();
+        headers.insert("x-api-key", ::http::HeaderValue::from_static("s3cret"));
         OtlpExport {
             protocol: OtlpProtocol::HttpProtobuf,
             endpoint,
             headers,
             timeout: Duration::from_secs(10),
-            gzip_asked_by: None,
+            compression: OtlpCompression::None,
+            tls: crate::config::OtlpTls::default(),
+            attribute_value_limit: 8192,
         }
+    }
+
+    /// Encodes and sends `spans` once, as the exporter thread does.
+    fn export(
+        exporter: &mut OtlpExporter,
+        spans: &[SpanData],
+    ) -> Result<PartialSuccess, ExportError> {
+        let encoded = exporter.encode(spans);
+        runtime().block_on(exporter.send(encoded, spans.len(), || false))
+    }
+
+    fn span_ids(body: &[u8]) -> Vec<Vec<u8>> {
+        let request = ExportTraceServiceRequest::decode(body).unwrap();
+        request.resource_spans[0].scope_spans[0]
+            .spans
+            .iter()
+            .map(|s| s.span_id.clone())
+            .collect()
     }
 
     #[test]
@@ -358,15 +399,14 @@ mod tests {
                 error_message: "one span too old".to_owned(),
             }),
         };
-        let (url, collector) = collector("200 OK", response.encode_to_vec());
-        let runtime = runtime();
+        let (url, collector) = collector(vec![("200 OK", "", response.encode_to_vec())]);
         let mut exporter = OtlpExporter::new(&http_settings(url)).unwrap();
         exporter.set_resource(
             &Resource::builder_empty()
                 .with_service_name("marketplace")
                 .build(),
         );
-        let partial = runtime.block_on(exporter.export(&[span(1), span(2)]));
+        let partial = export(&mut exporter, &[span(1), span(2)]);
         assert_eq!(
             partial.unwrap(),
             PartialSuccess {
@@ -375,7 +415,8 @@ mod tests {
             }
         );
 
-        let (head, body) = collector.join().unwrap();
+        let received = collector.join().unwrap();
+        let head = &received[0].head;
         assert!(head.starts_with("post /v1/traces http/1.1\r\n"), "{head}");
         for header in [
             "x-api-key: s3cret\r\n",
@@ -384,26 +425,107 @@ mod tests {
         ] {
             assert!(head.contains(header), "{header} in {head}");
         }
-        let request = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
+        assert!(!head.contains("content-encoding"), "{head}");
+        let request = ExportTraceServiceRequest::decode(received[0].body.as_slice()).unwrap();
         let resource_spans = &request.resource_spans[0];
         let service = &resource_spans.resource.as_ref().unwrap().attributes[0];
         assert_eq!(service.key, "service.name");
-        let spans = &resource_spans.scope_spans[0].spans;
-        let ids: Vec<&[u8]> = spans.iter().map(|s| s.span_id.as_slice()).collect();
-        assert_eq!(ids, [&[0, 0, 0, 0, 0, 0, 0, 1], &[0, 0, 0, 0, 0, 0, 0, 2]]);
+        assert_eq!(
+            span_ids(&received[0].body),
+            [[0, 0, 0, 0, 0, 0, 0, 1], [0, 0, 0, 0, 0, 0, 0, 2]]
+        );
     }
 
     #[test]
-    fn an_http_error_status_fails_the_batch() {
-        let (url, collector) = collector("503 Service Unavailable", Vec::new());
-        let runtime = runtime();
+    fn gzip_compresses_the_http_body_and_says_so() {
+        let (url, collector) = collector(vec![("200 OK", "", Vec::new())]);
+        let mut settings = http_settings(url);
+        settings.compression = OtlpCompression::Gzip;
+        let mut exporter = OtlpExporter::new(&settings).unwrap();
+        let spans: Vec<SpanData> = (1..=50).map(span).collect();
+        assert_eq!(export(&mut exporter, &spans).unwrap(), PartialSuccess::default());
+        let received = collector.join().unwrap();
+        assert!(
+            received[0].head.contains("content-encoding: gzip\r\n"),
+            "{}",
+            received[0].head
+        );
+        let mut plain = Vec::new();
+        flate2::read::GzDecoder::new(received[0].body.as_slice())
+            .read_to_end(&mut plain)
+            .expect("a gzip body");
+        assert!(received[0].body.len() < plain.len() / 3, "compressed");
+        assert_eq!(span_ids(&plain).len(), 50);
+    }
+
+    #[test]
+    fn a_503_with_retry_after_is_retried_and_the_spans_sent_once_accepted() {
+        let (url, collector) = collector(vec![
+            ("503 Service Unavailable", "retry-after: 1\r\n", Vec::new()),
+            ("429 Too Many Requests", "retry-after: 1\r\n", Vec::new()),
+            ("200 OK", "", Vec::new()),
+        ]);
         let mut exporter = OtlpExporter::new(&http_settings(url)).unwrap();
-        let err = runtime.block_on(exporter.export(&[span(1)])).unwrap_err();
+        let started = std::time::Instant::now();
+        assert_eq!(
+            export(&mut exporter, &[span(1), span(2)]).unwrap(),
+            PartialSuccess::default()
+        );
+        assert!(
+            started.elapsed() >= Duration::from_secs(2),
+            "each Retry-After waited"
+        );
+        let received = collector.join().unwrap();
+        assert_eq!(received.len(), 3);
+        assert!(received.iter().all(|r| r.body == received[0].body));
+    }
+
+    #[test]
+    fn a_final_status_is_not_retried_and_names_the_status() {
+        let (url, collector) = collector(vec![("400 Bad Request", "", Vec::new())]);
+        let mut exporter = OtlpExporter::new(&http_settings(url)).unwrap();
+        let err = export(&mut exporter, &[span(1)]).unwrap_err();
+        assert_eq!(err.failure, Failure::Rejected);
         assert_eq!(
             err.to_string(),
-            "the collector answered HTTP 503 Service Unavailable"
+            "the collector answered HTTP 400 Bad Request"
         );
-        collector.join().unwrap();
+        assert_eq!(collector.join().unwrap().len(), 1, "sent once");
+    }
+
+    #[test]
+    fn retries_stop_when_the_export_timeout_leaves_no_time() {
+        let (url, collector) = collector(vec![(
+            "503 Service Unavailable",
+            "retry-after: 30\r\n",
+            Vec::new(),
+        )]);
+        let mut settings = http_settings(url);
+        settings.timeout = Duration::from_secs(2);
+        let mut exporter = OtlpExporter::new(&settings).unwrap();
+        let err = export(&mut exporter, &[span(1)]).unwrap_err();
+        assert_eq!(err.failure, Failure::Failed);
+        assert_eq!(
+            err.to_string(),
+            "the collector answered HTTP 503 Service Unavailable (given up after 1 \
+             attempts: the export timeout of 2s leaves no time to retry)"
+        );
+        assert_eq!(collector.join().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn retries_stop_when_the_queue_is_full() {
+        let (url, collector) = collector(vec![("502 Bad Gateway", "", Vec::new())]);
+        let mut exporter = OtlpExporter::new(&http_settings(url)).unwrap();
+        let encoded = exporter.encode(&[span(1)]);
+        let err = runtime()
+            .block_on(exporter.send(encoded, 1, || true))
+            .unwrap_err();
+        assert!(
+            err.to_string().ends_with("the span queue is full)"),
+            "{err}"
+        );
+        assert_eq!(collector.join().unwrap().len(), 1);
     }
 
     #[test]
@@ -413,11 +535,14 @@ mod tests {
         let settings = |endpoint: &str| OtlpExport {
             protocol: OtlpProtocol::Grpc,
             endpoint: endpoint.to_owned(),
-            headers: HeaderMap::new(),
+            headers: ::http::HeaderMap::new(),
             timeout: Duration::from_secs(1),
-            gzip_asked_by: None,
+            compression: OtlpCompression::Gzip,
+            tls: crate::config::OtlpTls::default(),
+            attribute_value_limit: 8192,
         };
         assert!(OtlpExporter::new(&settings("http://127.0.0.1:4317")).is_ok());
+        assert!(OtlpExporter::new(&settings("https://localhost:4317")).is_ok());
         let err = OtlpExporter::new(&settings("not a uri")).unwrap_err();
         assert_eq!(err.to_string(), "could not build the OTLP span exporter");
     }
