@@ -161,10 +161,9 @@ impl TelemetryBuilder {
             None => None,
         };
         let client = match (cert, key) {
-            (Some(cert), Some(key)) => Some(tls::client_identity(
-                (cert.0, &cert.1),
-                (key.0, &key.1),
-            )?),
+            (Some(cert), Some(key)) => {
+                Some(tls::client_identity((cert.0, &cert.1), (key.0, &key.1))?)
+            }
             (None, None) => None,
             (Some((origin, path)), None) => {
                 return Err(origin.error(
@@ -266,8 +265,9 @@ impl TelemetryBuilder {
         };
         let attribute_value_limit = match self.attribute_value_length_limit {
             Some(limit) => limit,
-            None => attribute_value_length_limit(env)?
-                .unwrap_or(DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT),
+            None => {
+                attribute_value_length_limit(env)?.unwrap_or(DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT)
+            }
         };
         let queue_size = self.span_queue_size.unwrap_or(2048);
         if queue_size == 0 {

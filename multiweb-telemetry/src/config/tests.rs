@@ -565,15 +565,14 @@ struct TlsFiles {
 
 impl TlsFiles {
     fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "multiweb-config-tls-{name}-{}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("multiweb-config-tls-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
-            .unwrap();
+        let ca =
+            rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+                .unwrap();
         let client_key = rcgen::KeyPair::generate().unwrap();
         let client = rcgen::CertificateParams::new(vec!["client".to_owned()])
             .unwrap()
@@ -607,10 +606,7 @@ impl Drop for TlsFiles {
     }
 }
 
-fn export_with(
-    builder: &TelemetryBuilder,
-    vars: &[(&str, &str)],
-) -> Result<OtlpExport, Error> {
+fn export_with(builder: &TelemetryBuilder, vars: &[(&str, &str)]) -> Result<OtlpExport, Error> {
     let mut all = vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "https://tempo:4318")];
     all.extend_from_slice(vars);
     resolve(builder, &all).map(|config| config.traces.export.expect("export on"))
@@ -621,7 +617,10 @@ fn tls_files_are_read_and_checked_at_start() {
     let files = TlsFiles::new("ok");
     let default = TelemetryBuilder::default();
     let export = export_with(&default, &[]).unwrap();
-    assert!(export.tls.roots.is_none(), "the platform's roots by default");
+    assert!(
+        export.tls.roots.is_none(),
+        "the platform's roots by default"
+    );
     assert!(export.tls.client.is_none());
 
     let (ca, cert, key) = (
@@ -640,10 +639,7 @@ fn tls_files_are_read_and_checked_at_start() {
     .unwrap();
     assert_eq!(export.tls.roots.as_ref().map(|r| r.len()), Some(1));
     assert!(export.tls.client.is_some());
-    assert!(
-        !format!("{export:?}").contains("PRIVATE KEY"),
-        "{export:?}"
-    );
+    assert!(!format!("{export:?}").contains("PRIVATE KEY"), "{export:?}");
 
     // The traces variables replace the general ones, which are then not read.
     let export = export_with(

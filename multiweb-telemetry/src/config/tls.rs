@@ -53,7 +53,12 @@ pub(super) enum Origin {
 }
 
 impl Origin {
-    pub(super) fn error(self, path: &Path, expected: &'static str, source: Option<std::io::Error>) -> Error {
+    pub(super) fn error(
+        self,
+        path: &Path,
+        expected: &'static str,
+        source: Option<std::io::Error>,
+    ) -> Error {
         match self {
             Origin::Env(name) => Error::InvalidEnv {
                 name,

@@ -531,7 +531,12 @@ mod tests {
         let scope = InstrumentationScope::builder("multiweb-telemetry").build();
         let spans: Vec<SpanData> = (0..600).map(|_| span("GET /", &scope)).collect();
         let mut buf = Vec::new();
-        export_request(&mut buf, &EncodedResource::new(&resource), &spans, usize::MAX);
+        export_request(
+            &mut buf,
+            &EncodedResource::new(&resource),
+            &spans,
+            usize::MAX,
+        );
         assert!(buf.len() > 1 << 14, "{}", buf.len());
         assert_encodes_as_reference(&resource, &spans);
     }
@@ -545,7 +550,10 @@ mod tests {
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let strings = |values: &[&str]| {
             Value::Array(Array::String(
-                values.iter().map(|v| StringValue::from((*v).to_owned())).collect(),
+                values
+                    .iter()
+                    .map(|v| StringValue::from((*v).to_owned()))
+                    .collect(),
             ))
         };
         let with = |path: &str, accents: &str, array: &[&str], event: &str, link: &str| {

@@ -443,7 +443,10 @@ mod tests {
         settings.compression = OtlpCompression::Gzip;
         let mut exporter = OtlpExporter::new(&settings).unwrap();
         let spans: Vec<SpanData> = (1..=50).map(span).collect();
-        assert_eq!(export(&mut exporter, &spans).unwrap(), PartialSuccess::default());
+        assert_eq!(
+            export(&mut exporter, &spans).unwrap(),
+            PartialSuccess::default()
+        );
         let received = collector.join().unwrap();
         assert!(
             received[0].head.contains("content-encoding: gzip\r\n"),
@@ -545,5 +548,77 @@ mod tests {
         assert!(OtlpExporter::new(&settings("https://localhost:4317")).is_ok());
         let err = OtlpExporter::new(&settings("not a uri")).unwrap_err();
         assert_eq!(err.to_string(), "could not build the OTLP span exporter");
+    }
+}
+
+#[cfg(test)]
+mod tls_tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{OtlpCompression, OtlpTls};
+
+    /// A TLS server on 127.0.0.1 with a self-signed certificate for
+    /// `localhost` that nobody trusts; it accepts (and fails) handshakes.
+    fn untrusted_server() -> std::net::SocketAddr {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let key =
+            rustls_pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(crate::config::tls_provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.cert.der().clone()], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                listener.set_nonblocking(true).unwrap();
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                while let Ok((stream, _)) = listener.accept().await {
+                    let _ = acceptor.accept(stream).await;
+                }
+            });
+        });
+        addr
+    }
+
+    #[test]
+    fn an_unknown_ca_is_a_tls_failure_named_and_not_retried() {
+        let addr = untrusted_server();
+        for protocol in [OtlpProtocol::HttpProtobuf, OtlpProtocol::Grpc] {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let settings = OtlpExport {
+                protocol,
+                endpoint: format!("https://localhost:{}/v1/traces", addr.port()),
+                headers: ::http::HeaderMap::new(),
+                timeout: Duration::from_secs(10),
+                compression: OtlpCompression::None,
+                tls: OtlpTls::default(),
+                attribute_value_limit: 8192,
+            };
+            let mut exporter = {
+                let _entered = runtime.enter();
+                OtlpExporter::new(&settings).unwrap()
+            };
+            let err = runtime
+                .block_on(exporter.send(vec![0x0a, 0x00], 1, || false))
+                .unwrap_err();
+            assert_eq!(err.failure, Failure::Tls, "{protocol:?}: {err}");
+            assert_eq!(
+                err.to_string(),
+                "TLS handshake failed: invalid peer certificate: UnknownIssuer",
+                "{protocol:?}"
+            );
+        }
     }
 }

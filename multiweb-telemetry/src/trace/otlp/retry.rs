@@ -144,9 +144,8 @@ mod tests {
             "bounded"
         );
         assert_eq!(http_status(unavailable, Some("soon")), Retry::Backoff);
-        let in_a_while = httpdate::fmt_http_date(
-            std::time::SystemTime::now() + Duration::from_secs(30),
-        );
+        let in_a_while =
+            httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(30));
         let Retry::After(wait) = http_status(unavailable, Some(&in_a_while)) else {
             panic!("an HTTP date is a delay");
         };
@@ -215,9 +214,6 @@ mod tests {
         let waits: Vec<Duration> = (0..20)
             .map(|_| Backoff::default().wait(Retry::Backoff))
             .collect();
-        assert!(
-            waits.iter().any(|w| *w != waits[0]),
-            "jittered: {waits:?}"
-        );
+        assert!(waits.iter().any(|w| *w != waits[0]), "jittered: {waits:?}");
     }
 }

@@ -79,12 +79,19 @@ pub(super) fn describe(err: &(dyn std::error::Error + 'static)) -> (String, bool
 }
 
 /// The rustls error `err` is or wraps (an `io::Error` hides its inner error
-/// from `source()`).
+/// from `source()`, and may wrap another `io::Error`; h2's error hides its
+/// `io::Error` too).
 fn find_rustls<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
-    if let Some(tls) = err.downcast_ref::<rustls::Error>() {
-        return Some(tls);
+    let mut current = err;
+    loop {
+        if let Some(tls) = current.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        let io = current.downcast_ref::<std::io::Error>().or_else(|| {
+            current
+                .downcast_ref::<h2::Error>()
+                .and_then(h2::Error::get_io)
+        })?;
+        current = io.get_ref()?;
     }
-    err.downcast_ref::<std::io::Error>()
-        .and_then(std::io::Error::get_ref)
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
 }
