@@ -2,6 +2,7 @@
 //! (`503` with `Retry-After`, `400`, ...) and keeps what it received.
 
 use std::collections::VecDeque;
+use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -49,7 +50,12 @@ impl Received {
     pub fn spans(&self) -> Vec<(String, String)> {
         let request = ExportTraceServiceRequest::decode(self.body.as_slice())
             .expect("an ExportTraceServiceRequest");
-        let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let hex = |bytes: &[u8]| {
+            bytes.iter().fold(String::new(), |mut hex, b| {
+                let _ = write!(hex, "{b:02x}");
+                hex
+            })
+        };
         request
             .resource_spans
             .iter()

@@ -50,7 +50,11 @@ fn long_paths_mixed_with_normal_requests_reach_rotel_over_grpc_without_drops() {
         // One long path in two, sent as fast as one client can: batches of
         // hundreds of spans, tens of megabytes before the cut.
         for i in 0..400 {
-            let path = if i % 2 == 0 { long.as_str() } else { "/api/v1/products/" };
+            let path = if i % 2 == 0 {
+                long.as_str()
+            } else {
+                "/api/v1/products/"
+            };
             let response = http_request(app.addr, "GET", path, &[], "");
             assert!(response.status < 500, "{}", response.status);
         }
@@ -149,6 +153,9 @@ fn a_burst_that_fills_the_span_queue_is_counted_and_warned_once() {
     std::thread::sleep(Duration::from_secs(1));
     let warned = full(&logs);
     assert_eq!(warned.len(), 1, "{warned:#?}");
-    assert!(warned[0]["dropped"].as_u64().is_some_and(|n| n > 0), "{warned:#?}");
+    assert!(
+        warned[0]["dropped"].as_u64().is_some_and(|n| n > 0),
+        "{warned:#?}"
+    );
     assert_eq!(warned[0]["capacity"], 16);
 }

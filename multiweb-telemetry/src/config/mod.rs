@@ -9,6 +9,8 @@ mod resolved;
 #[cfg(test)]
 mod tests;
 mod tls;
+#[cfg(test)]
+mod tls_tests;
 
 pub use builder::TelemetryBuilder;
 pub(crate) use resolved::{Buckets, Config, OtlpExport};

@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 
 use super::env::{
     BoxError, Env, attribute_value_length_limit, otlp_compression, otlp_headers, otlp_insecure,
-    otlp_timeout, parse_bool, parse_endpoint, parse_resource_attributes, vars, with_traces_path,
+    otlp_timeout, parse_bool, parse_endpoint, parse_resource_attributes, traces_or_general, vars,
+    with_traces_path,
 };
 use super::tls::{self, OtlpTls};
 use super::{
@@ -130,6 +131,21 @@ impl TelemetryBuilder {
         })
     }
 
+    /// The compression and the attribute value length limit.
+    fn resolve_export_options(&self, env: &Env<'_>) -> Result<(OtlpCompression, usize), Error> {
+        let compression = match self.otlp_compression {
+            Some(compression) => compression,
+            None => otlp_compression(env)?.unwrap_or_default(),
+        };
+        let attribute_value_limit = match self.attribute_value_length_limit {
+            Some(limit) => limit,
+            None => {
+                attribute_value_length_limit(env)?.unwrap_or(DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT)
+            }
+        };
+        Ok((compression, attribute_value_limit))
+    }
+
     /// The TLS files, read and checked.
     fn resolve_otlp_tls(&self, env: &Env<'_>) -> Result<OtlpTls, Error> {
         let ca = tls::path_setting(
@@ -186,22 +202,19 @@ impl TelemetryBuilder {
     }
 
     fn resolve_traces(&self, env: &Env<'_>, disabled: bool) -> Result<TraceConfig, Error> {
-        let protocol = if let Some(protocol) = self.otlp_protocol {
-            protocol
-        } else {
-            {
-                let parse = |raw: &str| match raw.trim() {
+        let protocol = match self.otlp_protocol {
+            Some(protocol) => protocol,
+            None => traces_or_general(
+                env,
+                vars::OTEL_EXPORTER_OTLP_TRACES_PROTOCOL,
+                vars::OTEL_EXPORTER_OTLP_PROTOCOL,
+                |raw| match raw.trim() {
                     "grpc" => Ok(OtlpProtocol::Grpc),
                     "http/protobuf" => Ok(OtlpProtocol::HttpProtobuf),
                     _ => Err(("`grpc` or `http/protobuf`", None)),
-                };
-                match env.parse(vars::OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, parse)? {
-                    Some(protocol) => protocol,
-                    None => env
-                        .parse(vars::OTEL_EXPORTER_OTLP_PROTOCOL, parse)?
-                        .unwrap_or(OtlpProtocol::HttpProtobuf),
-                }
-            }
+                },
+            )?
+            .unwrap_or(OtlpProtocol::HttpProtobuf),
         };
         let endpoint = self.resolve_otlp_endpoint(env, protocol)?;
         let sampler = if let Some(sampler) = self.sampler {
@@ -259,16 +272,7 @@ impl TelemetryBuilder {
         };
         let headers = otlp_headers(env)?;
         let timeout = otlp_timeout(env)?;
-        let compression = match self.otlp_compression {
-            Some(compression) => compression,
-            None => otlp_compression(env)?.unwrap_or_default(),
-        };
-        let attribute_value_limit = match self.attribute_value_length_limit {
-            Some(limit) => limit,
-            None => {
-                attribute_value_length_limit(env)?.unwrap_or(DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT)
-            }
-        };
+        let (compression, attribute_value_limit) = self.resolve_export_options(env)?;
         let queue_size = self.span_queue_size.unwrap_or(2048);
         if queue_size == 0 {
             return Err(Error::InvalidSetting {

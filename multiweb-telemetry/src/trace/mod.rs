@@ -123,6 +123,8 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+#[doc(hidden)]
+pub use otlp::BenchExporter as __BenchExporter;
 pub use processor::{MAX_PENDING_SPANS, SPANS_DROPPED, SPANS_EXPORTED};
 
 use crate::Error;

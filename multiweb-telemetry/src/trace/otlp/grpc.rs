@@ -67,7 +67,7 @@ impl GrpcTransport {
                 // credentials in its message.
                 None => AttemptError::answered(
                     retry::grpc_status(&status),
-                    format!("gRPC status {:?}", status.code()),
+                    &format!("gRPC status {:?}", status.code()),
                 ),
             }),
         }
