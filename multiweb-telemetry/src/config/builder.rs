@@ -28,7 +28,7 @@ use super::{LogFormat, OtlpCompression, OtlpProtocol, TraceSampler};
 /// | [`otlp_endpoint`](Self::otlp_endpoint) | `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `OTEL_EXPORTER_OTLP_ENDPOINT` | none: spans are not exported |
 /// | [`otlp_protocol`](Self::otlp_protocol) | `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, `OTEL_EXPORTER_OTLP_PROTOCOL` (`grpc` or `http/protobuf`) | `http/protobuf` |
 /// | none | `OTEL_EXPORTER_OTLP_TRACES_HEADERS`, else `OTEL_EXPORTER_OTLP_HEADERS` (`key=value` pairs) | none |
-/// | none | `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, `OTEL_EXPORTER_OTLP_TIMEOUT` (milliseconds per export request) | `10000` |
+/// | none | `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, `OTEL_EXPORTER_OTLP_TIMEOUT` (milliseconds per export request, retries included) | `10000` |
 /// | [`otlp_compression`](Self::otlp_compression) | `OTEL_EXPORTER_OTLP_TRACES_COMPRESSION`, `OTEL_EXPORTER_OTLP_COMPRESSION` (`none` or `gzip`) | `none` |
 /// | [`otlp_certificate`](Self::otlp_certificate) | `OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE`, `OTEL_EXPORTER_OTLP_CERTIFICATE` (a PEM file of CA certificates) | the platform's trusted roots |
 /// | [`otlp_client_certificate`](Self::otlp_client_certificate) | `OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE`, `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE` (PEM, for mTLS) | none |
@@ -221,7 +221,9 @@ impl TelemetryBuilder {
 
     /// Where spans are exported: the collector's base URL, such as
     /// `http://tempo:4317` for gRPC or `http://tempo:4318` for HTTP (where
-    /// `/v1/traces` is appended).
+    /// `/v1/traces` is appended); `https://` for TLS (see
+    /// [`otlp_certificate`](Self::otlp_certificate)). For gRPC, `host:port`
+    /// without a scheme uses TLS unless [`otlp_insecure`](Self::otlp_insecure).
     ///
     /// Overrides `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` and
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`. Defaults to none: without an endpoint
