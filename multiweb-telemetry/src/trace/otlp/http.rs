@@ -1,8 +1,6 @@
 //! OTLP/HTTP with protobuf bodies: hyper's client, TLS by hyper-rustls,
 //! gzip by flate2.
 
-use std::io::Write as _;
-
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body_util::{BodyExt, Full};
@@ -24,7 +22,7 @@ pub(super) struct HttpTransport {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     endpoint: http::Uri,
     headers: HeaderMap,
-    gzip: bool,
+    gzip: Option<Gzip>,
 }
 
 impl HttpTransport {
@@ -41,8 +39,8 @@ impl HttpTransport {
         headers
             .entry(http::header::USER_AGENT)
             .or_insert(http::HeaderValue::from_static(USER_AGENT));
-        let gzip = settings.compression == OtlpCompression::Gzip;
-        if gzip {
+        let gzip = (settings.compression == OtlpCompression::Gzip).then(Gzip::new);
+        if gzip.is_some() {
             headers.insert(
                 http::header::CONTENT_ENCODING,
                 http::HeaderValue::from_static("gzip"),
@@ -76,17 +74,11 @@ impl HttpTransport {
     }
 
     /// The request body as sent: compressed once, whatever the retries.
-    pub(super) fn body(&self, encoded: Vec<u8>) -> Bytes {
-        if !self.gzip {
-            return Bytes::from(encoded);
+    pub(super) fn body(&mut self, encoded: Vec<u8>) -> Bytes {
+        match &mut self.gzip {
+            Some(gzip) => Bytes::from(gzip.compress(&encoded)),
+            None => Bytes::from(encoded),
         }
-        let mut gzip = flate2::write::GzEncoder::new(
-            Vec::with_capacity(encoded.len() / 4),
-            flate2::Compression::new(GZIP_LEVEL),
-        );
-        // Writing into a `Vec` cannot fail.
-        let _ = gzip.write_all(&encoded);
-        Bytes::from(gzip.finish().unwrap_or_default())
     }
 
     /// One attempt: the response's body, or why it failed.
@@ -115,5 +107,76 @@ impl HttpTransport {
             AttemptError::unreachable(cause, tls)
         })?;
         Ok(body.to_bytes())
+    }
+}
+
+/// A gzip member (RFC 1952) around flate2's raw deflate, whose compressor
+/// is kept from one request to the next: making one clears about 300 KB of
+/// tables, which cost as much as compressing a batch (see BENCHMARKS.md).
+struct Gzip {
+    deflate: flate2::Compress,
+}
+
+impl Gzip {
+    fn new() -> Self {
+        Self {
+            deflate: flate2::Compress::new(flate2::Compression::new(GZIP_LEVEL), false),
+        }
+    }
+
+    fn compress(&mut self, data: &[u8]) -> Vec<u8> {
+        // ID1 ID2, CM = deflate, no flags, no time, no extra flags, OS unknown.
+        const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+        let mut out = Vec::with_capacity(HEADER.len() + data.len() / 2 + 64);
+        out.extend_from_slice(&HEADER);
+        self.deflate.reset();
+        loop {
+            let read = usize::try_from(self.deflate.total_in()).unwrap_or(usize::MAX);
+            let status = self.deflate.compress_vec(
+                data.get(read..).unwrap_or_default(),
+                &mut out,
+                flate2::FlushCompress::Finish,
+            );
+            match status {
+                Ok(flate2::Status::StreamEnd) | Err(_) => break,
+                // Out of room: `compress_vec` writes only into spare capacity.
+                Ok(_) => out.reserve(out.capacity().max(64)),
+            }
+        }
+        let mut crc = flate2::Crc::new();
+        crc.update(data);
+        out.extend_from_slice(&crc.sum().to_le_bytes());
+        // ISIZE: the length modulo 2^32.
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "modulo 2^32, as RFC 1952 says"
+        )]
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read as _;
+
+    use super::Gzip;
+
+    #[test]
+    fn each_body_is_one_valid_gzip_member_with_the_compressor_reused() {
+        let mut gzip = Gzip::new();
+        // Random-looking bytes do not compress: the output outgrows its
+        // first allocation.
+        let noise: Vec<u8> = (0..200_000_u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        for data in [b"".to_vec(), b"spans".repeat(10_000), noise, b"x".to_vec()] {
+            let compressed = gzip.compress(&data);
+            let mut plain = Vec::new();
+            flate2::read::GzDecoder::new(compressed.as_slice())
+                .read_to_end(&mut plain)
+                .expect("valid gzip, CRC and length checked");
+            assert_eq!(plain, data);
+        }
     }
 }

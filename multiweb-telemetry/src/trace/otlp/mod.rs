@@ -164,7 +164,7 @@ impl OtlpExporter {
         give_up: impl Fn() -> bool,
     ) -> Result<PartialSuccess, ExportError> {
         let deadline = Instant::now() + self.timeout;
-        let body = match &self.transport {
+        let body = match &mut self.transport {
             Transport::Grpc(_) => Bytes::from(encoded),
             Transport::Http(http) => http.body(encoded),
         };

@@ -313,7 +313,12 @@ fn a_grpc_endpoint_tonic_refuses_is_an_error() {
 /// A TLS server on 127.0.0.1 with a self-signed certificate for
 /// `localhost`, valid until the end of `year`; it accepts (and fails)
 /// handshakes. Returns its address and its certificate, to trust it.
-fn tls_server(year: i32) -> (std::net::SocketAddr, rustls_pki_types::CertificateDer<'static>) {
+fn tls_server(
+    year: i32,
+) -> (
+    std::net::SocketAddr,
+    rustls_pki_types::CertificateDer<'static>,
+) {
     let key_pair = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
     params.not_before = rcgen::date_time_ymd(2020, 1, 1);
@@ -404,7 +409,11 @@ fn tls_failures_are_named_and_not_retried() {
     let plaintext = plaintext_server();
     for protocol in [OtlpProtocol::HttpProtobuf, OtlpProtocol::Grpc] {
         for (port, roots, cause) in [
-            (untrusted.port(), None, "invalid peer certificate: UnknownIssuer"),
+            (
+                untrusted.port(),
+                None,
+                "invalid peer certificate: UnknownIssuer",
+            ),
             (
                 expired.port(),
                 Some(expired_cert.clone()),
