@@ -96,7 +96,7 @@ const CRATE_VARIABLES: [&str; 30] = [
 
 /// Removes the crate's variables inherited from the test's environment,
 /// except those in `keep`.
-fn clean_env(command: &mut Command, keep: &[(&str, &str)]) {
+fn clean_env<V>(command: &mut Command, keep: &[(&str, V)]) {
     for name in CRATE_VARIABLES {
         if !keep.iter().any(|(k, _)| *k == name) {
             command.env_remove(name);
@@ -117,8 +117,21 @@ pub struct App {
     child: Child,
     stdout: Arc<Lines>,
     stderr: Arc<Lines>,
+    /// Keeps an output left unread open until the app is dropped.
+    _unread: Option<std::sync::mpsc::Sender<()>>,
     /// The address the app listens on (from its `marketplace listening` log line).
     pub addr: SocketAddr,
+}
+
+/// An output of the example that a test leaves unread after start-up: a
+/// pipe that stays open but that nobody reads, as a stalled log collector
+/// leaves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unread {
+    /// Stdout is read up to the `marketplace listening` line, then no more.
+    Stdout,
+    /// Stderr is never read.
+    Stderr,
 }
 
 impl std::fmt::Debug for App {
@@ -130,13 +143,30 @@ impl std::fmt::Debug for App {
 }
 
 fn pump(stream: impl Read + Send + 'static) -> Arc<Lines> {
+    pump_until(stream, None)
+}
+
+/// Like [`pump`]; with `stop`, stops reading after the first line
+/// containing its text and holds the pipe open, unread, until its receiver's
+/// sender is dropped.
+fn pump_until(
+    stream: impl Read + Send + 'static,
+    stop: Option<(&'static str, std::sync::mpsc::Receiver<()>)>,
+) -> Arc<Lines> {
     let lines = Arc::new(Lines::default());
     let shared = Arc::clone(&lines);
     std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
+        let mut reader = BufReader::new(stream);
+        for line in reader.by_ref().lines() {
             let Ok(line) = line else { break };
+            let last = stop.as_ref().is_some_and(|(text, _)| line.contains(text));
             shared.received.lock().unwrap().push(line);
             shared.changed.notify_all();
+            if let (true, Some((_, hold))) = (last, &stop) {
+                // Blocks until the app is dropped; the pipe stays open.
+                let _ = hold.recv();
+                return;
+            }
         }
         let _guard = shared.received.lock().unwrap();
         shared
@@ -173,6 +203,20 @@ fn wait_for(
 ///
 /// If it does not start; the panic message has its stderr.
 pub fn start_marketplace(args: &[&str], env: &[(&str, &str)]) -> App {
+    start_marketplace_unread(args, env, None)
+}
+
+/// [`start_marketplace`], leaving `unread` (if any) a pipe nobody reads once
+/// the app listens.
+///
+/// # Panics
+///
+/// If it does not start.
+pub fn start_marketplace_unread(
+    args: &[&str],
+    env: &[(&str, &str)],
+    unread: Option<Unread>,
+) -> App {
     let mut command = Command::new(example_path("marketplace"));
     command
         .args(["--listen", "127.0.0.1:0"])
@@ -183,8 +227,17 @@ pub fn start_marketplace(args: &[&str], env: &[(&str, &str)]) -> App {
         .stderr(Stdio::piped());
     clean_env(&mut command, env);
     let mut child = command.spawn().expect("spawn the marketplace example");
-    let stdout = pump(child.stdout.take().expect("stdout"));
-    let stderr = pump(child.stderr.take().expect("stderr"));
+    let (keep_open, kept_open) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().expect("stdout");
+    let stdout = match unread {
+        Some(Unread::Stdout) => pump_until(stdout, Some(("marketplace listening", kept_open))),
+        _ => pump(stdout),
+    };
+    // Left in `child`, an unread stderr stays open until the app is dropped.
+    let stderr = match unread {
+        Some(Unread::Stderr) => Arc::new(Lines::default()),
+        _ => pump(child.stderr.take().expect("stderr")),
+    };
     let listening = wait_for(&stdout, STARTUP_TIMEOUT, |l| {
         l.contains("marketplace listening")
     });
@@ -212,6 +265,7 @@ pub fn start_marketplace(args: &[&str], env: &[(&str, &str)]) -> App {
         child,
         stdout,
         stderr,
+        _unread: (unread == Some(Unread::Stdout)).then_some(keep_open),
         addr,
     }
 }
@@ -230,6 +284,52 @@ impl App {
     /// Waits for a stdout line matching `pred`.
     pub fn wait_stdout(&self, pred: impl FnMut(&str) -> bool) -> Option<String> {
         wait_for(&self.stdout, STARTUP_TIMEOUT, pred)
+    }
+
+    /// Waits (bounded by [`STARTUP_TIMEOUT`]) until `count` stdout lines
+    /// match `pred`, and returns the matching lines then there (fewer if the
+    /// deadline passed first).
+    pub fn wait_stdout_count(
+        &self,
+        count: usize,
+        mut pred: impl FnMut(&str) -> bool,
+    ) -> Vec<String> {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let mut guard = self.stdout.received.lock().unwrap();
+        loop {
+            let found: Vec<String> = guard.iter().filter(|l| pred(l)).cloned().collect();
+            let now = Instant::now();
+            if found.len() >= count || now >= deadline {
+                return found;
+            }
+            guard = self
+                .stdout
+                .changed
+                .wait_timeout(guard, deadline - now)
+                .unwrap()
+                .0;
+        }
+    }
+
+    /// The app's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The app's resident set size, in bytes (`VmRSS` in `/proc/<pid>/status`).
+    ///
+    /// # Panics
+    ///
+    /// Where `/proc` is missing (not Linux).
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("/proc/<pid>/status (these tests run on Linux)");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("a VmRSS line in kB");
+        kib * 1024
     }
 
     /// Parses the stdout line that `pred` accepts as JSON, waiting for it.
@@ -290,11 +390,15 @@ impl Drop for App {
 }
 
 /// Runs `program` with `env` and no arguments beyond `args` to completion.
-pub fn run_marketplace_to_exit(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+/// Values need not be UTF-8.
+pub fn run_marketplace_to_exit<V: AsRef<std::ffi::OsStr>>(
+    args: &[&str],
+    env: &[(&str, V)],
+) -> std::process::Output {
     let mut command = Command::new(example_path("marketplace"));
     command
         .args(args)
-        .envs(env.iter().copied())
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null());
     clean_env(&mut command, env);
     let child = command
@@ -342,7 +446,7 @@ impl Response {
 ///
 /// # Panics
 ///
-/// On connection or protocol errors.
+/// On connection or protocol errors, or no answer within 30 s.
 pub fn http_request(
     addr: SocketAddr,
     method: &str,
@@ -350,10 +454,23 @@ pub fn http_request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Response {
-    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
+    try_http_request(addr, method, path, headers, body, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{method} {addr}: {e}"))
+}
+
+/// [`http_request`], giving up (with an error) when the app does not answer
+/// within `timeout`.
+pub fn try_http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+    timeout: Duration,
+) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
     let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (name, value) in headers {
         let _ = write!(request, "{name}: {value}\r\n");
@@ -367,10 +484,10 @@ pub fn http_request(
     }
     request.push_str("\r\n");
     request.push_str(body);
-    stream.write_all(request.as_bytes()).expect("send request");
+    stream.write_all(request.as_bytes())?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).expect("read response");
-    parse_response(&raw)
+    stream.read_to_end(&mut raw)?;
+    Ok(parse_response(&raw))
 }
 
 fn parse_response(raw: &[u8]) -> Response {
@@ -472,6 +589,10 @@ pub struct ExportedSpan {
     pub attributes: Vec<(String, String)>,
     /// The resource's attributes.
     pub resource: Vec<(String, String)>,
+    /// Links, as `(trace id, span id)` in lowercase hex.
+    pub links: Vec<(String, String)>,
+    /// How many span events it has.
+    pub events: usize,
 }
 
 impl ExportedSpan {
@@ -499,6 +620,7 @@ pub fn parse_rotel_spans(lines: &[String]) -> Vec<ExportedSpan> {
         Other,
         Resource,
         Attributes,
+        Link,
     }
     let mut spans = Vec::new();
     let mut resource: Vec<(String, String)> = Vec::new();
@@ -522,16 +644,33 @@ pub fn parse_rotel_spans(lines: &[String]) -> Vec<ExportedSpan> {
             section = Section::Other;
         } else if trimmed == "Attributes:" {
             section = Section::Attributes;
-        } else if trimmed.starts_with("Events:") || trimmed.starts_with("ScopeSpans") {
+        } else if trimmed.starts_with("SpanEvent #") {
+            if let Some(span) = current.as_mut() {
+                span.events += 1;
+            }
             section = Section::Other;
+        } else if trimmed.starts_with("Events:")
+            || trimmed.starts_with("Links:")
+            || trimmed.starts_with("ScopeSpans")
+        {
+            section = Section::Other;
+        } else if trimmed.starts_with("SpanLink #") {
+            section = Section::Link;
         } else if let Some(kv) = trimmed.strip_prefix("-> ") {
-            let Some((key, value)) = kv.split_once(": ") else {
-                continue;
-            };
-            let pair = (key.to_owned(), value.to_owned());
+            let (key, value) = kv.split_once(':').unwrap_or((kv, ""));
+            let pair = (key.trim().to_owned(), value.trim().to_owned());
             match (&section, current.as_mut()) {
                 (Section::Resource, _) => resource.push(pair),
                 (Section::Attributes, Some(span)) => span.attributes.push(pair),
+                (Section::Link, Some(span)) => match pair.0.as_str() {
+                    "Trace ID" => span.links.push((pair.1, String::new())),
+                    "ID" => {
+                        if let Some(link) = span.links.last_mut() {
+                            link.1 = pair.1;
+                        }
+                    }
+                    _ => {}
+                },
                 _ => {}
             }
         } else if let (Some(span), Some((key, value))) = (current.as_mut(), trimmed.split_once(':'))
@@ -836,5 +975,48 @@ impl Drop for Prometheus {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Log lines written in memory: give a clone to
+/// `TelemetryBuilder::log_writer` (or a `JsonLayer`), read them back.
+#[derive(Clone, Default, Debug)]
+pub struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogBuffer {
+    /// Everything written, as text.
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).expect("UTF-8 log lines")
+    }
+
+    /// The lines written.
+    pub fn raw_lines(&self) -> Vec<String> {
+        self.text().lines().map(str::to_owned).collect()
+    }
+
+    /// The lines written, parsed as JSON.
+    pub fn json(&self) -> Vec<serde_json::Value> {
+        self.raw_lines()
+            .iter()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+            .collect()
+    }
+
+    /// The HTTP layer's access lines (target `multiweb_telemetry::http`).
+    pub fn access_lines(&self) -> Vec<serde_json::Value> {
+        self.json()
+            .into_iter()
+            .filter(|line| line["target"] == "multiweb_telemetry::http")
+            .collect()
     }
 }

@@ -190,9 +190,10 @@ fn full_stack(c: &mut Criterion) {
     );
     let _ = provider.shutdown();
 
-    for (name, keep_errors) in [
-        ("full_stack/multiweb_keep_errors", true),
-        ("full_stack/multiweb_ratio_only", false),
+    for (name, keep_errors, bridge) in [
+        ("full_stack/multiweb_keep_errors", true, true),
+        ("full_stack/multiweb_ratio_only", false, true),
+        ("full_stack/multiweb_direct", true, false),
     ] {
         let (dispatch, guard) = Telemetry::builder()
             .log_writer(std::io::sink())
@@ -201,6 +202,7 @@ fn full_stack(c: &mut Criterion) {
             .otlp_protocol(OtlpProtocol::HttpProtobuf)
             .sampler(TraceSampler::ParentBasedTraceIdRatio(0.1))
             .keep_error_traces(keep_errors)
+            .bridge_request_spans(bridge)
             .build_dispatch()
             .unwrap();
         bench_app(

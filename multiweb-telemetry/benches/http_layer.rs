@@ -108,6 +108,16 @@ fn http_layer(c: &mut Criterion) {
         "http_layer/multiweb_full",
         router().layer(multiweb_telemetry::http::layer()),
     );
+    // `init` with `Signals::METRICS` installs no subscriber: the default
+    // layer then records metrics only, at the cost of `multiweb_metrics_only`.
+    tracing::dispatcher::with_default(&tracing::Dispatch::none(), || {
+        bench_app(
+            c,
+            &runtime,
+            "http_layer/multiweb_default_without_subscriber",
+            router().layer(multiweb_telemetry::http::layer()),
+        );
+    });
 }
 
 criterion_group!(benches, http_layer);

@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 ///
 /// Every variant names the thing that was wrong: the environment variable and
 /// its value, the address that could not be bound, the metric whose buckets
-/// were rejected. The underlying cause, where there is one, is available
+/// were rejected. Secrets are never shown: the value of a variable or
+/// setting that holds one (a token, header values, the userinfo of a URL)
+/// is replaced by `<redacted>`. The underlying cause, where there is one, is available
 /// through [`std::error::Error::source`] and is not repeated in `Display`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -21,7 +23,10 @@ pub enum Error {
     InvalidEnv {
         /// The variable's name, e.g. `MULTIWEB_METRICS_ADDR`.
         name: &'static str,
-        /// The value as it was found (lossily converted if it was not UTF-8).
+        /// The value as it was found (lossily converted if it was not
+        /// UTF-8), except secrets: `<redacted>` for a variable that holds
+        /// one (`MULTIWEB_METRICS_TOKEN`, the OTLP headers), and the
+        /// userinfo of an endpoint URL replaced by `<redacted>`.
         value: String,
         /// What the variable must contain.
         expected: &'static str,

@@ -16,7 +16,8 @@ use crate::metrics::{Exporter, MetricsService, Upkeep};
 ///
 /// - exports the finished spans still queued, waiting at most 5 seconds;
 /// - writes out the log lines still buffered, waiting at most about a second;
-/// - stops the standalone metrics listener and the upkeep thread.
+/// - stops the standalone metrics listener and the upkeep thread;
+/// - hands panics back to the hook that was there before `init`.
 ///
 /// It blocks no async runtime thread for long and needs no runtime, so it is
 /// safe on a current-thread tokio runtime. Shutting down twice is harmless.
@@ -33,6 +34,8 @@ pub struct TelemetryGuard {
     pub(crate) log_worker: Option<crate::log::WriterGuard>,
     pub(crate) listener: Option<RunningListener>,
     pub(crate) upkeep: Option<Upkeep>,
+    /// Logs panics until dropped.
+    pub(crate) panic_hook: Option<crate::panic::PanicHook>,
 }
 
 impl fmt::Debug for TelemetryGuard {
@@ -94,6 +97,8 @@ impl TelemetryGuard {
         }
         self.listener.take();
         self.upkeep.take();
+        // Panics go to the previous hook again: the writer stops next.
+        self.panic_hook.take();
         // Dropping the worker guard flushes buffered lines with a time limit.
         self.log_worker.take();
     }

@@ -37,6 +37,12 @@
 //!   endpoint is configured, with the guide's sampling strategy.
 //! - **HTTP** ([`http`]): the tower layer for RED metrics, request spans and
 //!   access log lines.
+//! - **Panics**: a panic hook that logs each panic as one JSON line at error
+//!   level, with the request's fields and trace ids, through the
+//!   non-blocking writer (never a blocking write to stderr), and counts it in
+//!   [`multiweb_telemetry_panics_total`](metrics::PANICS). A hook installed
+//!   before `init` is still called; the standard one is not. Opt out with
+//!   [`TelemetryBuilder::panic_hook`].
 //!
 //! # Configuration
 //!
@@ -44,7 +50,8 @@
 //! in code, and code wins over the environment, which wins over the defaults
 //! (the OpenTelemetry convention). See [`TelemetryBuilder`] for the table of
 //! settings and variables. Every invalid value is an [`Error`] naming the
-//! variable and the value.
+//! variable and the value (never a secret: tokens and header values are
+//! `<redacted>`, and so is the userinfo of a URL).
 //!
 //! # Feature flags
 //!
@@ -57,15 +64,22 @@ mod config;
 mod error;
 mod guard;
 pub mod http;
+mod labels;
 pub mod log;
 pub mod metrics;
+mod panic;
+mod request_span;
+mod subscriber;
 pub mod testing;
 pub mod trace;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+#[allow(deprecated, reason = "re-exported for compatibility")]
+pub use config::DEFAULT_LOG_BUFFER_LINES;
+pub use config::Signals;
 pub use config::{
-    DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT, DEFAULT_BUCKETS, DEFAULT_LOG_BUFFER_LINES, LogFormat,
+    DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT, DEFAULT_BUCKETS, DEFAULT_LOG_BUFFER_BYTES, LogFormat,
     OtlpCompression, OtlpProtocol, TelemetryBuilder, TraceSampler,
 };
 pub use error::Error;
@@ -124,14 +138,41 @@ impl TelemetryBuilder {
             }
         };
 
-        let logs = log::writer(&config, self.log_writer.take())?;
-        let (exporter, upkeep) =
-            crate::metrics::install(recorder, config.process_metrics, Some(logs.dropped.clone()))?;
+        let signals = config.signals;
+        let logs = signals
+            .logs()
+            .then(|| log::writer(&config, self.log_writer.take()))
+            .transpose()?;
+        let metrics = recorder
+            .map(|recorder| {
+                crate::metrics::install(
+                    recorder,
+                    config.process_metrics,
+                    logs.as_ref().map(|logs| logs.dropped.clone()),
+                )
+            })
+            .transpose()?;
+        if !signals.metrics() {
+            // The HTTP layer records no metrics then: nobody would read them.
+            crate::metrics::stop_recording();
+        }
         let traces = trace::install(&config)?;
-        log::install(&config, &logs, traces.tracer)?;
+        if let Some(dispatch) = subscriber::dispatch(&config, logs.as_ref(), traces.tracer) {
+            tracing::dispatcher::set_global_default(dispatch)
+                .map_err(|_| Error::SubscriberAlreadySet)?;
+            // Forward the `log` crate; another logger being there already is not our error.
+            let _ = tracing_log::LogTracer::init();
+        }
+        // The panic line goes through the log writer: no logs, no hook.
+        let panic_hook = logs
+            .as_ref()
+            .filter(|_| self.panic_hook.unwrap_or(true))
+            .and_then(|logs| panic::install(logs.writer.clone()));
+        let (exporter, upkeep) = metrics.unzip();
         let listener = listener
-            .map(|listener| {
-                let service = crate::metrics::MetricsService::with_exporter(exporter.clone());
+            .zip(exporter.clone())
+            .map(|(listener, exporter)| {
+                let service = crate::metrics::MetricsService::with_exporter(exporter);
                 listener.start(match &config.metrics_token {
                     Some(token) => service.require_bearer_token(token.clone()),
                     None => service,
@@ -145,11 +186,12 @@ impl TelemetryBuilder {
         );
         Ok(TelemetryGuard {
             metrics_token: config.metrics_token.clone(),
-            exporter: Some(exporter),
-            tracer_provider: Some(traces.provider),
-            log_worker: Some(logs.worker),
+            exporter,
+            tracer_provider: traces.provider,
+            log_worker: logs.map(|logs| logs.worker),
             listener,
-            upkeep: Some(upkeep),
+            upkeep,
+            panic_hook,
         })
     }
 
@@ -174,18 +216,24 @@ impl TelemetryBuilder {
     /// ```
     pub fn build_dispatch(mut self) -> Result<(tracing::Dispatch, TelemetryGuard), Error> {
         let config = self.resolve(&|name| std::env::var_os(name))?;
-        let logs = log::writer(&config, self.log_writer.take())?;
+        let logs = config
+            .signals
+            .logs()
+            .then(|| log::writer(&config, self.log_writer.take()))
+            .transpose()?;
         let traces = trace::install(&config)?;
-        let dispatch = log::dispatch(&config, &logs, traces.tracer);
+        let dispatch = subscriber::dispatch(&config, logs.as_ref(), traces.tracer)
+            .unwrap_or_else(tracing::Dispatch::none);
         Ok((
             dispatch,
             TelemetryGuard {
                 metrics_token: None,
                 exporter: None,
-                tracer_provider: Some(traces.provider),
-                log_worker: Some(logs.worker),
+                tracer_provider: traces.provider,
+                log_worker: logs.map(|logs| logs.worker),
                 listener: None,
                 upkeep: None,
+                panic_hook: None,
             },
         ))
     }
@@ -196,21 +244,26 @@ impl TelemetryBuilder {
     ) -> Result<
         (
             config::Config,
-            metrics_exporter_prometheus::PrometheusRecorder,
+            Option<metrics_exporter_prometheus::PrometheusRecorder>,
             Option<crate::metrics::MetricsListener>,
         ),
         Error,
     > {
         let config = self.resolve(&|name| std::env::var_os(name))?;
         business::check_duplicates()?;
-        if tracing::dispatcher::has_been_set() {
+        let signals = config.signals;
+        if (signals.logs() || signals.traces()) && tracing::dispatcher::has_been_set() {
             return Err(Error::SubscriberAlreadySet);
+        }
+        if !signals.metrics() {
+            // No recorder, so no `/metrics` to serve on a listener either.
+            return Ok((config, None, None));
         }
         let recorder = crate::metrics::build_recorder(&config.buckets)?;
         let listener = config
             .metrics_addr
             .map(crate::metrics::MetricsListener::bind)
             .transpose()?;
-        Ok((config, recorder, listener))
+        Ok((config, Some(recorder), listener))
     }
 }

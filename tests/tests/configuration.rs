@@ -23,12 +23,14 @@ const REJECTED: &[(&str, &str)] = &[
     ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "brotli"),
     ("OTEL_TRACES_SAMPLER", "half"),
     ("OTEL_TRACES_SAMPLER_ARG", "-0.5"),
+    ("MULTIWEB_METRICS_TOKEN", "tok en"),
 ];
 
 /// Variables that take any value (documented): the app starts.
 const ANY_VALUE: &[(&str, &str)] = &[
     ("OTEL_SERVICE_NAME", "名前 with spaces \u{1}"),
-    ("MULTIWEB_METRICS_TOKEN", "tok\"en with spaces"),
+    // Any visible ASCII, surrounding whitespace trimmed.
+    ("MULTIWEB_METRICS_TOKEN", "tok\"en=/+~\n"),
     ("OTEL_SDK_DISABLED", "  "),
 ];
 

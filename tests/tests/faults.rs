@@ -83,7 +83,9 @@ fn hostile_paths_give_exactly_one_valid_json_line_each() {
         .collect();
     assert_eq!(access.len(), paths.len() + 1, "one access line per request");
     for (line, path) in access.iter().zip(&paths) {
-        let logged = line["path"].as_str().unwrap();
+        // `path` is the route template where one matched; `url.path` is
+        // always the path as requested.
+        let logged = line["url.path"].as_str().unwrap();
         if path.len() > multiweb_telemetry::log::MAX_VALUE_BYTES {
             assert_eq!(
                 logged.len(),
@@ -97,8 +99,11 @@ fn hostile_paths_give_exactly_one_valid_json_line_each() {
     }
 }
 
+/// The panic hook logs the panic (one line, target
+/// `multiweb_telemetry::panic`), then the access line says 500: both at
+/// error level, in the request's trace.
 #[test]
-fn a_handler_panic_is_one_error_line_a_500_and_an_error_span() {
+fn a_handler_panic_is_a_panic_line_an_error_access_line_a_500_and_an_error_span() {
     let collector = Collector::start();
     let env = collector_env(&collector);
     let app = start_marketplace(&[], &refs(&env));
@@ -115,9 +120,14 @@ fn a_handler_panic_is_one_error_line_a_500_and_an_error_span() {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["level"] == "error")
         .collect();
-    assert_eq!(errors.len(), 1, "{errors:#?}");
-    assert_eq!(errors[0]["error"], "simulated panic in a handler");
-    assert_eq!(errors[0]["status"], 500);
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    let (panic, access) = (&errors[0], &errors[1]);
+    assert_eq!(panic["target"], "multiweb_telemetry::panic", "{panic}");
+    assert_eq!(panic["error"], "simulated panic in a handler");
+    assert_eq!(access["target"], "multiweb_telemetry::http", "{access}");
+    assert_eq!(access["error"], "simulated panic in a handler");
+    assert_eq!(access["status"], 500);
+    assert_eq!(panic["trace_id"], access["trace_id"]);
     let metrics = Exposition::parse(&app.get("/metrics", &[]).body);
     assert_eq!(
         metrics.value(

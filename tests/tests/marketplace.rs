@@ -165,7 +165,7 @@ fn the_guides_logql_filters_select_the_right_lines() {
     );
     assert_eq!(app.get("/api/v1/debug/error", &[]).status, 500);
     assert_eq!(app.get("/api/v1/products/77", &[]).status, 404);
-    app.wait_json(|v| v["path"] == "/api/v1/products/77");
+    app.wait_json(|v| v["url.path"] == "/api/v1/products/77" && v["status"] == 404);
     let raw = app.stdout_lines();
     let lines: Vec<serde_json::Value> = raw
         .iter()
@@ -191,6 +191,21 @@ fn the_guides_logql_filters_select_the_right_lines() {
             .filter(|l| l["level"] == "error")
             .all(|l| l["http.route"] == "/api/v1/debug/error")
     );
+    // Scenario 2: | json | level="error" | line_format "{{.timestamp}}
+    // {{.path}} {{.error}}" prints a path and an error for both lines of
+    // the failing request.
+    for line in lines.iter().filter(|l| l["level"] == "error") {
+        assert!(line["timestamp"].is_string(), "{line}");
+        assert_eq!(line["path"], "/api/v1/debug/error", "{line}");
+        assert_eq!(line["error"], "simulated failure", "{line}");
+    }
+    // `path` is the route template on every line of a routed request, the
+    // raw path where no route matched.
+    let not_found = lines
+        .iter()
+        .find(|l| l["url.path"] == "/api/v1/products/77" && l["status"] == 404)
+        .unwrap();
+    assert_eq!(not_found["path"], "/api/v1/products/{id}", "{not_found}");
     // | json | user_id="123": the handler's line and the access line of that request
     let user = access(&|l| l["user_id"] == "123");
     assert_eq!(user.len(), 2, "{user:?}");

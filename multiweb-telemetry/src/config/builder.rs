@@ -4,7 +4,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use super::{LogFormat, OtlpCompression, OtlpProtocol, TraceSampler};
+use super::{LogFormat, LogSink, OtlpCompression, OtlpProtocol, Signals, TraceSampler};
 
 /// Configures and installs telemetry.
 ///
@@ -37,7 +37,10 @@ use super::{LogFormat, OtlpCompression, OtlpProtocol, TraceSampler};
 /// | [`attribute_value_length_limit`](Self::attribute_value_length_limit) | `OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT`, `OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT` | [`DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT`](crate::DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT) (8192) |
 /// | [`sampler`](Self::sampler) | `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG` | `parentbased_always_on` |
 /// | [`keep_error_traces`](Self::keep_error_traces) | `MULTIWEB_TRACES_KEEP_ERRORS` | `true` |
-/// | [`bridge_request_spans`](Self::bridge_request_spans) | none | `false` |
+/// | [`bridge_request_spans`](Self::bridge_request_spans) | none | `true` |
+/// | [`log_buffer_bytes`](Self::log_buffer_bytes) | none | 16 MiB |
+/// | [`panic_hook`](Self::panic_hook) | none | `true` |
+/// | [`signals`](Self::signals) | none | [`Signals::ALL`] |
 ///
 /// An empty environment variable counts as unset, as the OpenTelemetry
 /// specification asks.
@@ -52,11 +55,12 @@ pub struct TelemetryBuilder {
     pub(crate) metrics_addr: Option<SocketAddr>,
     pub(crate) metrics_token: Option<String>,
     pub(crate) log_buffer_lines: Option<usize>,
+    pub(crate) log_buffer_bytes: Option<usize>,
     pub(crate) default_buckets: Option<Vec<f64>>,
     pub(crate) buckets_for: Vec<(String, Vec<f64>)>,
     pub(crate) process_metrics: Option<bool>,
     pub(crate) bridge_request_spans: Option<bool>,
-    pub(crate) log_writer: Option<crate::log::LogSink>,
+    pub(crate) log_writer: Option<LogSink>,
     pub(crate) service_version: Option<String>,
     pub(crate) otlp_endpoint: Option<String>,
     pub(crate) otlp_protocol: Option<OtlpProtocol>,
@@ -69,6 +73,8 @@ pub struct TelemetryBuilder {
     pub(crate) otlp_client_key: Option<PathBuf>,
     pub(crate) otlp_insecure: Option<bool>,
     pub(crate) attribute_value_length_limit: Option<usize>,
+    pub(crate) panic_hook: Option<bool>,
+    pub(crate) signals: Option<Signals>,
 }
 
 impl fmt::Debug for TelemetryBuilder {
@@ -85,13 +91,20 @@ impl fmt::Debug for TelemetryBuilder {
                 &self.metrics_token.as_ref().map(|_| "<redacted>"),
             )
             .field("log_buffer_lines", &self.log_buffer_lines)
+            .field("log_buffer_bytes", &self.log_buffer_bytes)
             .field("default_buckets", &self.default_buckets)
             .field("buckets_for", &self.buckets_for)
             .field("process_metrics", &self.process_metrics)
             .field("bridge_request_spans", &self.bridge_request_spans)
             .field("log_writer", &self.log_writer.as_ref().map(|_| "custom"))
             .field("service_version", &self.service_version)
-            .field("otlp_endpoint", &self.otlp_endpoint)
+            .field(
+                "otlp_endpoint",
+                &self
+                    .otlp_endpoint
+                    .as_deref()
+                    .map(super::env::without_userinfo),
+            )
             .field("otlp_protocol", &self.otlp_protocol)
             .field("sampler", &self.sampler)
             .field("keep_error_traces", &self.keep_error_traces)
@@ -105,6 +118,8 @@ impl fmt::Debug for TelemetryBuilder {
                 "attribute_value_length_limit",
                 &self.attribute_value_length_limit,
             )
+            .field("panic_hook", &self.panic_hook)
+            .field("signals", &self.signals)
             .finish()
     }
 }
@@ -170,18 +185,41 @@ impl TelemetryBuilder {
     /// Requires `Authorization: Bearer <token>` on `/metrics`, both on the
     /// standalone listener and on [`TelemetryGuard::metrics_service`](crate::TelemetryGuard::metrics_service).
     ///
+    /// Surrounding whitespace is trimmed, from this setting as from
+    /// `MULTIWEB_METRICS_TOKEN` (a token read from a secret file keeps its
+    /// trailing newline). A token with whitespace, control or non-ASCII
+    /// characters inside could never match a header, and
+    /// [`try_init`](Self::try_init) refuses it with an error that names the
+    /// setting, never the token; so does an empty one, which means no token.
+    ///
     /// Overrides `MULTIWEB_METRICS_TOKEN`. Defaults to no token.
     pub fn metrics_token(mut self, token: impl Into<String>) -> Self {
         self.metrics_token = Some(token.into());
         self
     }
 
-    /// How many log lines may wait for stdout before new ones are dropped.
-    /// Dropped lines are counted in `multiweb_telemetry_log_lines_dropped_total`.
+    /// How many log lines may wait for stdout before new ones are dropped,
+    /// on top of the [byte bound](Self::log_buffer_bytes), which is what
+    /// bounds the buffer's memory. Dropped lines are counted in
+    /// `multiweb_telemetry_log_lines_dropped_total`.
     ///
-    /// Defaults to [`DEFAULT_LOG_BUFFER_LINES`](crate::DEFAULT_LOG_BUFFER_LINES).
+    /// Defaults to no line bound (it was 128,000 lines, which let long lines
+    /// take gigabytes while stdout was stalled).
+    #[deprecated(note = "the log buffer is bounded in bytes: use `log_buffer_bytes`")]
     pub fn log_buffer_lines(mut self, lines: usize) -> Self {
         self.log_buffer_lines = Some(lines);
+        self
+    }
+
+    /// How many bytes of log lines may wait for stdout (the batch being
+    /// written included) before new lines are dropped. Dropped lines are
+    /// counted in `multiweb_telemetry_log_lines_dropped_total`; a line
+    /// longer than the whole bound is always dropped. The buffers' memory
+    /// stays within about twice this.
+    ///
+    /// Defaults to [`DEFAULT_LOG_BUFFER_BYTES`](crate::DEFAULT_LOG_BUFFER_BYTES) (16 MiB).
+    pub fn log_buffer_bytes(mut self, bytes: usize) -> Self {
+        self.log_buffer_bytes = Some(bytes);
         self
     }
 
@@ -191,7 +229,7 @@ impl TelemetryBuilder {
     where
         W: std::io::Write + Send + 'static,
     {
-        self.log_writer = Some(crate::log::LogSink(Box::new(writer)));
+        self.log_writer = Some(LogSink(Box::new(writer)));
         self
     }
 
@@ -337,6 +375,33 @@ impl TelemetryBuilder {
         self
     }
 
+    /// Whether [`try_init`](Self::try_init) installs the panic hook that logs
+    /// each panic as one JSON line at error level (with the request's
+    /// fields and trace ids) through the non-blocking log writer, and counts
+    /// it in `multiweb_telemetry_panics_total`. A hook set before is called
+    /// after it, unless it is the standard hook, whose synchronous write to
+    /// stderr can block the panicking thread when stderr is not read. When
+    /// the guard is dropped, panics go to the previous hook again. See
+    /// [`metrics::PANICS`](crate::metrics::PANICS).
+    ///
+    /// Without it, panics go to whatever hook is set (the standard one
+    /// writes them to stderr). Defaults to `true`.
+    pub fn panic_hook(mut self, install: bool) -> Self {
+        self.panic_hook = Some(install);
+        self
+    }
+
+    /// Which signals to set up: logs, traces, metrics, or a combination
+    /// (see [`Signals`]). A signal that is off costs nothing per request:
+    /// with [`Signals::METRICS`] alone no `tracing` subscriber and no log
+    /// thread are started, and the HTTP layer records metrics only.
+    ///
+    /// Defaults to [`Signals::ALL`].
+    pub fn signals(mut self, signals: Signals) -> Self {
+        self.signals = Some(signals);
+        self
+    }
+
     /// Whether the standard `process_*` metrics are exported. Defaults to `true`.
     pub fn process_metrics(mut self, enabled: bool) -> Self {
         self.process_metrics = Some(enabled);
@@ -344,14 +409,21 @@ impl TelemetryBuilder {
     }
 
     /// Whether the HTTP layer's request spans go through the
-    /// `tracing-opentelemetry` bridge like every other span, instead of the
-    /// layer starting their OpenTelemetry spans itself. Turn it on when the
-    /// handlers' code uses `tracing_opentelemetry::OpenTelemetrySpanExt` on
-    /// the request span itself, or gives it as an explicit parent (see
-    /// [`http`](crate::http#span)); it costs several microseconds per
-    /// request. The pretty log format always uses the bridge.
+    /// `tracing-opentelemetry` bridge like every other span, so that
+    /// `tracing_opentelemetry::OpenTelemetrySpanExt` (`context`,
+    /// `set_parent`, `set_attribute`, `add_link`) and explicit parents work
+    /// on them as on any span.
     ///
-    /// Defaults to `false`.
+    /// `false` opts in to the direct path: with JSON logs, the layer starts
+    /// the request's OpenTelemetry span itself, about a fifth cheaper per
+    /// request (see BENCHMARKS.md), but then `OpenTelemetrySpanExt` methods
+    /// called on the request span itself do not reach its OpenTelemetry
+    /// span, and a span given it as an explicit parent starts a new trace
+    /// (spans opened inside it are its children either way; see
+    /// [`http`](crate::http#span)). The pretty log format always uses the
+    /// bridge.
+    ///
+    /// Defaults to `true`.
     pub fn bridge_request_spans(mut self, bridge: bool) -> Self {
         self.bridge_request_spans = Some(bridge);
         self

@@ -67,7 +67,7 @@ impl Env<'_> {
                 Ok(s) => Ok(Some(s)),
                 Err(raw) => Err(Error::InvalidEnv {
                     name,
-                    value: raw.to_string_lossy().into_owned(),
+                    value: shown(name, &raw.to_string_lossy()),
                     expected: "valid UTF-8",
                     source: None,
                 }),
@@ -88,10 +88,58 @@ impl Env<'_> {
             .map(Some)
             .map_err(|(expected, source)| Error::InvalidEnv {
                 name,
-                value: raw,
+                value: shown(name, &raw),
                 expected,
                 source,
             })
+    }
+}
+
+/// How the value of variable `name` may appear in an error: not at all for
+/// a variable that holds a secret (the metrics token, header values), and
+/// without its userinfo for an endpoint URL.
+fn shown(name: &str, value: &str) -> String {
+    if name == vars::MULTIWEB_METRICS_TOKEN || name.ends_with("_HEADERS") {
+        REDACTED.to_owned()
+    } else if name.ends_with("_ENDPOINT") {
+        without_userinfo(value)
+    } else {
+        value.to_owned()
+    }
+}
+
+/// What an error shows instead of a secret.
+pub(super) const REDACTED: &str = "<redacted>";
+
+/// `url` with the userinfo of its authority (`user:password@`) replaced by
+/// `<redacted>@`. Erring on the side of secrecy, everything before the last
+/// `@` ahead of any query or fragment counts as userinfo (a raw `/` in a
+/// password would otherwise end the authority early), with or without a
+/// scheme.
+pub(super) fn without_userinfo(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + "://".len());
+    let end = url[start..]
+        .find(['?', '#'])
+        .map_or(url.len(), |i| start + i);
+    match url[start..end].rfind('@') {
+        Some(at) => format!("{}{REDACTED}{}", &url[..start], &url[start + at..]),
+        None => url.to_owned(),
+    }
+}
+
+/// Checks a `/metrics` bearer token: surrounding whitespace (a secret
+/// file's trailing newline) is trimmed; what is left must be visible ASCII,
+/// the only token an `Authorization` header can carry whole. `None` when
+/// nothing is left.
+pub(super) fn parse_metrics_token(raw: &str) -> Result<Option<String>, &'static str> {
+    let token = raw.trim();
+    if token.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok((!token.is_empty()).then(|| token.to_owned()))
+    } else {
+        Err(
+            "a token of visible ASCII characters, with no whitespace or control \
+             characters inside (surrounding whitespace is trimmed)",
+        )
     }
 }
 

@@ -6,6 +6,7 @@
 mod builder;
 mod env;
 mod resolved;
+mod signals;
 #[cfg(test)]
 mod tests;
 mod tls;
@@ -13,6 +14,11 @@ mod tls;
 mod tls_tests;
 
 pub use builder::TelemetryBuilder;
+pub use signals::Signals;
+
+/// A custom destination for log lines, set with
+/// [`TelemetryBuilder::log_writer`].
+pub(crate) struct LogSink(pub(crate) Box<dyn std::io::Write + Send>);
 pub(crate) use resolved::{Buckets, Config, OtlpExport};
 pub(crate) use tls::{OtlpTls, provider as tls_provider};
 
@@ -25,7 +31,17 @@ pub const DEFAULT_BUCKETS: &[f64] = &[
 ];
 
 /// Default number of log lines buffered before new lines are dropped (and counted).
+#[deprecated(note = "the log buffer is bounded in bytes: see `DEFAULT_LOG_BUFFER_BYTES`")]
 pub const DEFAULT_LOG_BUFFER_LINES: usize = 128_000;
+
+/// Default size of the log buffer, in bytes: 16 MiB. Lines waiting for
+/// stdout (and the batch being written) never hold more; lines that do not
+/// fit are dropped and counted in `multiweb_telemetry_log_lines_dropped_total`.
+///
+/// That is about 50,000 typical request lines (300 bytes), or a second of a
+/// busy service's logs with stdout stalled, and 650 of the longest lines the
+/// JSON format writes (three values cut at 8 KiB each).
+pub const DEFAULT_LOG_BUFFER_BYTES: usize = 16 * 1024 * 1024;
 
 /// The OTLP transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,14 +4,14 @@ use std::ffi::OsString;
 use std::net::SocketAddr;
 
 use super::env::{
-    BoxError, Env, attribute_value_length_limit, otlp_compression, otlp_headers, otlp_insecure,
-    otlp_timeout, parse_bool, parse_endpoint, parse_resource_attributes, traces_or_general, vars,
-    with_traces_path,
+    BoxError, Env, REDACTED, attribute_value_length_limit, otlp_compression, otlp_headers,
+    otlp_insecure, otlp_timeout, parse_bool, parse_endpoint, parse_metrics_token,
+    parse_resource_attributes, traces_or_general, vars, with_traces_path, without_userinfo,
 };
 use super::tls::{self, OtlpTls};
 use super::{
-    DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT, DEFAULT_BUCKETS, DEFAULT_LOG_BUFFER_LINES, LogFormat,
-    OtlpCompression, OtlpProtocol, TelemetryBuilder, TraceSampler,
+    DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT, DEFAULT_BUCKETS, DEFAULT_LOG_BUFFER_BYTES, LogFormat,
+    OtlpCompression, OtlpProtocol, Signals, TelemetryBuilder, TraceSampler,
 };
 use crate::Error;
 
@@ -36,14 +36,17 @@ impl TelemetryBuilder {
             resource_attributes.push((key.clone(), value.clone()));
         }
 
-        let disabled = match self.disabled {
-            Some(disabled) => disabled,
-            None => env
-                .parse(vars::OTEL_SDK_DISABLED, |raw| {
-                    parse_bool(raw).ok_or(("`true` or `false`", None))
-                })?
-                .unwrap_or(false),
-        };
+        let signals = self.signals.unwrap_or_default();
+        // Traces off is the SDK disabled: no OpenTelemetry span at all.
+        let disabled = !signals.traces()
+            || match self.disabled {
+                Some(disabled) => disabled,
+                None => env
+                    .parse(vars::OTEL_SDK_DISABLED, |raw| {
+                        parse_bool(raw).ok_or(("`true` or `false`", None))
+                    })?
+                    .unwrap_or(false),
+            };
 
         let log_format = match self.log_format {
             Some(format) => format,
@@ -69,15 +72,27 @@ impl TelemetryBuilder {
         };
 
         let metrics_token = match &self.metrics_token {
-            Some(token) => Some(token.clone()),
-            None => env.get(vars::MULTIWEB_METRICS_TOKEN)?,
-        }
-        .filter(|token| !token.is_empty());
+            Some(token) => parse_metrics_token(token).map_err(|reason| Error::InvalidSetting {
+                setting: format!("metrics_token({REDACTED})"),
+                reason,
+            })?,
+            None => env
+                .parse(vars::MULTIWEB_METRICS_TOKEN, |raw| {
+                    parse_metrics_token(raw).map_err(|expected| (expected, None))
+                })?
+                .flatten(),
+        };
 
-        let log_buffer_lines = self.log_buffer_lines.unwrap_or(DEFAULT_LOG_BUFFER_LINES);
-        if log_buffer_lines == 0 {
+        if self.log_buffer_lines == Some(0) {
             return Err(Error::InvalidSetting {
                 setting: "log_buffer_lines(0)".to_owned(),
+                reason: "the buffer must hold at least one line",
+            });
+        }
+        let log_buffer_bytes = self.log_buffer_bytes.unwrap_or(DEFAULT_LOG_BUFFER_BYTES);
+        if log_buffer_bytes == 0 {
+            return Err(Error::InvalidSetting {
+                setting: "log_buffer_bytes(0)".to_owned(),
                 reason: "the buffer must hold at least one line",
             });
         }
@@ -94,10 +109,12 @@ impl TelemetryBuilder {
             log_format,
             metrics_addr,
             metrics_token,
-            log_buffer_lines,
+            log_buffer_lines: self.log_buffer_lines,
+            log_buffer_bytes,
             buckets: self.resolve_buckets()?,
             process_metrics: self.process_metrics.unwrap_or(true),
-            bridge_request_spans: self.bridge_request_spans.unwrap_or(false),
+            signals,
+            bridge_request_spans: self.bridge_request_spans.unwrap_or(true),
         })
     }
 
@@ -116,7 +133,7 @@ impl TelemetryBuilder {
         Ok(if let Some(url) = &self.otlp_endpoint {
             let url = parse_endpoint(url, protocol, insecure).map_err(|(reason, _)| {
                 Error::InvalidSetting {
-                    setting: format!("otlp_endpoint({url:?})"),
+                    setting: format!("otlp_endpoint({:?})", without_userinfo(url)),
                     reason,
                 }
             })?;
@@ -379,19 +396,19 @@ pub(crate) struct Config {
     pub(crate) service_version: Option<String>,
     pub(crate) service_name: String,
     pub(crate) resource_attributes: Vec<(String, String)>,
-    #[allow(
-        dead_code,
-        reason = "folded into `traces.export`; kept for diagnostics"
-    )]
     pub(crate) disabled: bool,
     pub(crate) log_filter: tracing_subscriber::EnvFilter,
     pub(crate) log_format: LogFormat,
     pub(crate) metrics_addr: Option<SocketAddr>,
     pub(crate) metrics_token: Option<String>,
-    pub(crate) log_buffer_lines: usize,
+    /// A bound in lines besides the one in bytes (deprecated setting).
+    pub(crate) log_buffer_lines: Option<usize>,
+    pub(crate) log_buffer_bytes: usize,
     pub(crate) buckets: Buckets,
     pub(crate) process_metrics: bool,
-    /// Request spans through the bridge (see `trace::request`).
+    /// Which signals `init` sets up.
+    pub(crate) signals: Signals,
+    /// Request spans through the bridge (see `request_span`).
     pub(crate) bridge_request_spans: bool,
 }
 

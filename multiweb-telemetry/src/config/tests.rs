@@ -520,6 +520,98 @@ fn https_endpoints_are_accepted_and_insecure_decides_for_grpc_without_a_scheme()
 }
 
 #[test]
+fn the_log_buffer_is_bounded_in_bytes() {
+    let config = resolve(&TelemetryBuilder::default(), &[]).unwrap();
+    assert_eq!(config.log_buffer_bytes, DEFAULT_LOG_BUFFER_BYTES);
+    assert_eq!(config.log_buffer_lines, None, "no line bound by default");
+    let config = resolve(&TelemetryBuilder::default().log_buffer_bytes(4096), &[]).unwrap();
+    assert_eq!(config.log_buffer_bytes, 4096);
+    #[allow(deprecated)]
+    let builder = TelemetryBuilder::default().log_buffer_lines(16);
+    let config = resolve(&builder, &[]).unwrap();
+    assert_eq!(config.log_buffer_lines, Some(16), "still honoured");
+    assert_eq!(config.log_buffer_bytes, DEFAULT_LOG_BUFFER_BYTES);
+    let err = resolve(&TelemetryBuilder::default().log_buffer_bytes(0), &[]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid setting log_buffer_bytes(0): the buffer must hold at least one line"
+    );
+}
+
+#[test]
+fn the_metrics_token_is_trimmed_and_checked() {
+    for (raw, expected) in [
+        ("s3cr3t\n", Some("s3cr3t")),
+        ("  s3cr3t\r\n", Some("s3cr3t")),
+        ("tok\"en=/+~", Some("tok\"en=/+~")),
+        (" \n", None),
+    ] {
+        let config = resolve(
+            &TelemetryBuilder::default(),
+            &[("MULTIWEB_METRICS_TOKEN", raw)],
+        )
+        .unwrap();
+        assert_eq!(config.metrics_token.as_deref(), expected, "{raw:?}");
+        let config = resolve(&TelemetryBuilder::default().metrics_token(raw), &[]).unwrap();
+        assert_eq!(config.metrics_token.as_deref(), expected, "{raw:?}");
+    }
+    for raw in [
+        "s3 cr3t",
+        "s3\tcr3t",
+        "s3\u{1}cr3t",
+        "s3cr3t\u{7f}",
+        "sécr3t",
+    ] {
+        let err = env_error("MULTIWEB_METRICS_TOKEN", raw);
+        assert!(
+            err.starts_with(
+                "invalid value \"<redacted>\" for environment variable MULTIWEB_METRICS_TOKEN: \
+                 expected a token of visible ASCII characters"
+            ),
+            "{err}"
+        );
+        let err = resolve(&TelemetryBuilder::default().metrics_token(raw), &[]).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("invalid setting metrics_token(<redacted>): a token of visible ASCII"),
+            "{err}"
+        );
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_secret_that_is_not_utf8_is_not_shown() {
+    use std::os::unix::ffi::OsStringExt;
+    let raw = OsString::from_vec(b"SECRET\xff".to_vec());
+    for name in [
+        "MULTIWEB_METRICS_TOKEN",
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    ] {
+        let err = TelemetryBuilder::default()
+            .resolve(&|n| (n == name).then(|| raw.clone()))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "invalid value \"<redacted>\" for environment variable {name}: \
+                 expected valid UTF-8"
+            )
+        );
+    }
+    let raw = OsString::from_vec(b"http://user:SECRET@tempo:4318/\xff".to_vec());
+    let err = TelemetryBuilder::default()
+        .resolve(&|n| (n == "OTEL_EXPORTER_OTLP_ENDPOINT").then(|| raw.clone()))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid value \"http://<redacted>@tempo:4318/\u{fffd}\" for environment variable \
+         OTEL_EXPORTER_OTLP_ENDPOINT: expected valid UTF-8"
+    );
+}
+
+#[test]
 fn attribute_value_length_limits_follow_the_standard_variables() {
     let limit = |builder: &TelemetryBuilder, vars: &[(&str, &str)]| {
         let mut all = vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "http://tempo:4318")];
@@ -555,4 +647,54 @@ fn attribute_value_length_limits_follow_the_standard_variables() {
         ),
         64
     );
+}
+
+#[test]
+fn endpoint_userinfo_is_never_shown() {
+    let err = env_error(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "ftp://user:SECRET@tempo:4318",
+    );
+    assert!(
+        err.starts_with(
+            "invalid value \"ftp://<redacted>@tempo:4318\" for environment variable \
+             OTEL_EXPORTER_OTLP_ENDPOINT: expected"
+        ),
+        "{err}"
+    );
+    let err = env_error(
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "user:SECRET@tempo:4318",
+    );
+    assert!(
+        !err.contains("SECRET") && err.contains("<redacted>@tempo:4318"),
+        "{err}"
+    );
+
+    let builder = TelemetryBuilder::default().otlp_endpoint("ftp://user:SECRET@tempo:4318");
+    assert!(!format!("{builder:?}").contains("SECRET"), "{builder:?}");
+    let err = resolve(&builder, &[]).unwrap_err().to_string();
+    assert!(
+        err.starts_with("invalid setting otlp_endpoint(\"ftp://<redacted>@tempo:4318\")"),
+        "{err}"
+    );
+}
+
+#[test]
+fn userinfo_is_everything_before_the_last_at_sign_of_the_authority() {
+    use super::env::without_userinfo;
+    for (url, shown) in [
+        ("http://tempo:4318/v1/traces", "http://tempo:4318/v1/traces"),
+        (
+            "https://user:pw@tempo:4318",
+            "https://<redacted>@tempo:4318",
+        ),
+        ("https://user:p@ss@tempo/x", "https://<redacted>@tempo/x"),
+        ("https://us/er:pw@tempo/x", "https://<redacted>@tempo/x"),
+        ("user:pw@tempo:4318", "<redacted>@tempo:4318"),
+        ("http://tempo/?q=a@b", "http://tempo/?q=a@b"),
+        ("", ""),
+    ] {
+        assert_eq!(without_userinfo(url), shown, "{url}");
+    }
 }

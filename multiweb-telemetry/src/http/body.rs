@@ -7,7 +7,7 @@ use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use super::request::RequestState;
+use super::state::RequestState;
 
 pin_project! {
     /// The inner body, unchanged. When it has been sent in full, fails, or is

@@ -8,7 +8,7 @@ use http::Response;
 use pin_project_lite::pin_project;
 
 use super::body::ResponseBody;
-use super::request::RequestState;
+use super::state::RequestState;
 
 pin_project! {
     /// Polls the inner service's future inside the request span, and hands
@@ -41,8 +41,8 @@ where
             let _entered = this
                 .state
                 .as_ref()
-                .and_then(|state| state.trace.as_ref())
-                .map(|trace| crate::trace::request::enter(&trace.span, trace.cx.as_ref()));
+                .and_then(|state| state.span.as_ref())
+                .map(|span| span.span.enter());
             ready!(this.inner.poll(cx))
         };
         let mut state = this.state.take();

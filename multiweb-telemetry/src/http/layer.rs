@@ -1,64 +1,18 @@
-//! [`TelemetryLayer`]: the layer and its settings.
+//! [`TelemetryLayer`]: the layer and its setters.
 
 use std::borrow::Cow;
-use std::fmt;
 use std::sync::{Arc, OnceLock};
 
 use http::{Method, Uri};
 use tower::Layer;
 use tracing::Level;
 
-use super::series::{RouteSeries, SeriesCache};
+use super::series::SeriesCache;
 use super::service::TelemetryService;
+use super::settings::{LayerState, ServiceState, Settings};
 
 /// Default cap on label sets per HTTP metric; see [`TelemetryLayer::max_series`].
 pub const DEFAULT_MAX_SERIES: usize = 2_000;
-
-/// Maps a request to its route template, for servers other than axum.
-type RouteClassifier = dyn Fn(&Method, &Uri) -> Option<Cow<'static, str>> + Send + Sync;
-
-/// What the layer records, shared by every service it makes.
-#[derive(Clone)]
-pub(crate) struct Settings {
-    pub(crate) metrics: bool,
-    pub(crate) span: bool,
-    pub(crate) access_log: bool,
-    pub(crate) levels: [Level; 3],
-    pub(crate) excluded: Arc<[String]>,
-    pub(crate) classifier: Option<Arc<RouteClassifier>>,
-}
-
-/// Settings and the series cache, shared by the layer and its services.
-#[derive(Debug, Clone)]
-pub(crate) struct Shared {
-    pub(crate) settings: Settings,
-    pub(crate) series: Arc<SeriesCache>,
-}
-
-/// What one service (and its clones) shares: the layer's settings, and the
-/// series of the first route it served. axum makes one service per route,
-/// so nearly every request finds its series here without a lookup.
-#[derive(Debug)]
-pub(crate) struct Instance {
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) route: OnceLock<Arc<RouteSeries>>,
-    /// What the request spans of the first route it served share (see
-    /// `trace::request`).
-    pub(crate) route_cache: OnceLock<crate::trace::request::RouteCache>,
-}
-
-impl fmt::Debug for Settings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Settings")
-            .field("metrics", &self.metrics)
-            .field("span", &self.span)
-            .field("access_log", &self.access_log)
-            .field("levels", &self.levels)
-            .field("excluded", &self.excluded)
-            .field("classifier", &self.classifier.as_ref().map(|_| "custom"))
-            .finish()
-    }
-}
 
 /// A [`tower::Layer`] recording RED metrics, a request span and an access log
 /// line for every HTTP request.
@@ -68,7 +22,7 @@ impl fmt::Debug for Settings {
 #[derive(Debug, Clone)]
 #[must_use = "a layer does nothing until it wraps a service"]
 pub struct TelemetryLayer {
-    shared: Arc<Shared>,
+    state: Arc<LayerState>,
 }
 
 impl Default for TelemetryLayer {
@@ -81,7 +35,7 @@ impl TelemetryLayer {
     /// A layer with every part on and the default settings.
     pub fn new() -> Self {
         Self {
-            shared: Arc::new(Shared {
+            state: Arc::new(LayerState {
                 settings: Settings {
                     metrics: true,
                     span: true,
@@ -96,7 +50,7 @@ impl TelemetryLayer {
     }
 
     fn settings(&mut self) -> &mut Settings {
-        &mut Arc::make_mut(&mut self.shared).settings
+        &mut Arc::make_mut(&mut self.state).settings
     }
 
     /// Whether `http_requests_total`, `http_request_duration_seconds` and
@@ -165,7 +119,7 @@ impl TelemetryLayer {
     ///
     /// Defaults to [`DEFAULT_MAX_SERIES`].
     pub fn max_series(mut self, max: usize) -> Self {
-        Arc::make_mut(&mut self.shared).series = Arc::new(SeriesCache::new(max));
+        Arc::make_mut(&mut self.state).series = Arc::new(SeriesCache::new(max));
         self
     }
 }
@@ -176,8 +130,8 @@ impl<S> Layer<S> for TelemetryLayer {
     fn layer(&self, inner: S) -> Self::Service {
         TelemetryService::new(
             inner,
-            Arc::new(Instance {
-                shared: Arc::clone(&self.shared),
+            Arc::new(ServiceState {
+                layer: Arc::clone(&self.state),
                 route: OnceLock::new(),
                 route_cache: OnceLock::new(),
             }),

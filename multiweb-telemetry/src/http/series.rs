@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use metrics::{Counter, Gauge, Histogram, Label};
 use rustc_hash::FxHasher;
 
-use super::labels::{METHODS, OVERFLOW_PATH};
+use crate::labels::{Method, OVERFLOW_PATH};
 
 /// Name of the request counter.
 pub const REQUESTS_TOTAL: &str = "http_requests_total";
@@ -48,7 +48,7 @@ pub(crate) struct SeriesCache {
 #[derive(Debug)]
 pub(crate) struct RouteSeries {
     path: Box<str>,
-    methods: [OnceLock<MethodSeries>; METHODS.len()],
+    methods: [OnceLock<MethodSeries>; Method::COUNT],
     is_overflow: bool,
 }
 
@@ -93,29 +93,30 @@ impl RouteSeries {
     /// cap allows, else the overflow route's.
     /// `diverted` tells whether the overflow route's series was returned
     /// for a route that is not itself the overflow route.
-    fn series<'a>(&'a self, method: usize, cache: &'a SeriesCache) -> (&'a MethodSeries, bool) {
-        if let Some(series) = self.methods[method].get() {
+    fn series<'a>(&'a self, method: Method, cache: &'a SeriesCache) -> (&'a MethodSeries, bool) {
+        if let Some(series) = self.methods[method.index()].get() {
             return (series, self.is_overflow);
         }
         if self.is_overflow || cache.reserve(&cache.route_sets) {
-            let series = self.methods[method].get_or_init(|| MethodSeries::new(method, &self.path));
+            let series =
+                self.methods[method.index()].get_or_init(|| MethodSeries::new(method, &self.path));
             return (series, self.is_overflow);
         }
         (cache.overflow_route().series(method, cache).0, true)
     }
 
     /// Counts a request start on `http_requests_in_flight`.
-    pub(crate) fn start(&self, method: usize, cache: &SeriesCache) {
+    pub(crate) fn start(&self, method: Method, cache: &SeriesCache) {
         self.series(method, cache).0.in_flight.increment(1.0);
     }
 
     /// Takes a request that never got a response out of the in-flight gauge.
-    pub(crate) fn cancel(&self, method: usize, cache: &SeriesCache) {
+    pub(crate) fn cancel(&self, method: Method, cache: &SeriesCache) {
         self.series(method, cache).0.in_flight.decrement(1.0);
     }
 
     /// Counts one finished request and records its duration.
-    pub(crate) fn record(&self, method: usize, status: u16, seconds: f64, cache: &SeriesCache) {
+    pub(crate) fn record(&self, method: Method, status: u16, seconds: f64, cache: &SeriesCache) {
         let (series, diverted) = self.series(method, cache);
         series.in_flight.decrement(1.0);
         if diverted {
@@ -158,12 +159,12 @@ fn describe() {
 }
 
 impl MethodSeries {
-    fn new(method: usize, path: &str) -> Self {
+    fn new(method: Method, path: &str) -> Self {
         describe();
         Self {
             in_flight: metrics::gauge!(
                 REQUESTS_IN_FLIGHT,
-                "method" => METHODS[method],
+                "method" => method.as_str(),
                 "path" => path.to_owned()
             ),
             slots: Default::default(),
@@ -188,7 +189,7 @@ impl MethodSeries {
             .map(|s| Found::Spilled(Arc::clone(s)))
     }
 
-    fn insert(&self, method: usize, path: &str, status: u16) -> Found<'_> {
+    fn insert(&self, method: Method, path: &str, status: u16) -> Found<'_> {
         let _guard = self
             .inserting
             .lock()
@@ -197,7 +198,7 @@ impl MethodSeries {
             return found;
         }
         let labels = [
-            Label::new("method", METHODS[method]),
+            Label::new("method", method.as_str()),
             Label::new("path", path.to_owned()),
             Label::new("status", status.to_string()),
         ];
@@ -311,8 +312,9 @@ mod tests {
             let cache = SeriesCache::new(1_000);
             let route = cache.route("/r");
             for status in (200..220).chain(200..220) {
-                route.start(0, &cache);
-                route.record(0, status, 0.01, &cache);
+                let get = Method::of(&http::Method::GET);
+                route.start(get, &cache);
+                route.record(get, status, 0.01, &cache);
             }
         });
         let m = capture.exposition();
@@ -335,8 +337,9 @@ mod tests {
             let cache = SeriesCache::new(2);
             let route = cache.route("/r");
             for status in [200, 201, 202, 203] {
-                route.start(1, &cache);
-                route.record(1, status, 0.01, &cache);
+                let post = Method::of(&http::Method::POST);
+                route.start(post, &cache);
+                route.record(post, status, 0.01, &cache);
             }
         });
         let m = capture.exposition();

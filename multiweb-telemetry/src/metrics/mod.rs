@@ -31,6 +31,7 @@ mod listener;
 mod process;
 mod service;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::Duration;
@@ -48,9 +49,30 @@ use crate::config::Buckets;
 /// Name of the counter of log lines dropped because stdout could not keep up.
 pub const LOG_LINES_DROPPED: &str = "multiweb_telemetry_log_lines_dropped_total";
 
+/// Name of the counter of panics logged by the panic hook [`init`](crate::init)
+/// installs (every panic in the process, caught or not, until the guard is
+/// dropped); exported only when the hook is installed (see
+/// [`TelemetryBuilder::panic_hook`](crate::TelemetryBuilder::panic_hook)).
+pub const PANICS: &str = "multiweb_telemetry_panics_total";
+
 /// How often buffered histogram samples are folded into their buckets when
 /// nobody scrapes, so memory stays bounded.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Whether the HTTP layer records its metrics: [`init`](crate::init) turns
+/// it off when its [`Signals`](crate::Signals) leave metrics out (no
+/// recorder would keep them).
+static RECORDING: AtomicBool = AtomicBool::new(true);
+
+/// Makes the HTTP layer record no metrics from now on.
+pub(crate) fn stop_recording() {
+    RECORDING.store(false, Ordering::Relaxed);
+}
+
+/// Whether the HTTP layer records its metrics.
+pub(crate) fn recording() -> bool {
+    RECORDING.load(Ordering::Relaxed)
+}
 
 /// The installed exporter, shared by every `/metrics` endpoint.
 static EXPORTER: OnceLock<Arc<Exporter>> = OnceLock::new();
@@ -68,6 +90,9 @@ impl Exporter {
     pub(crate) fn render(&self) -> String {
         if let Some(dropped) = &self.dropped_logs {
             ::metrics::counter!(LOG_LINES_DROPPED).absolute(dropped.get());
+        }
+        if let Some(panics) = crate::panic::count() {
+            ::metrics::counter!(PANICS).absolute(panics);
         }
         self.handle.run_upkeep();
         let mut out = self.handle.render();
@@ -114,6 +139,7 @@ pub(crate) fn install(
         "Log lines dropped because the log output could not keep up."
     );
     ::metrics::counter!(LOG_LINES_DROPPED).absolute(0);
+    ::metrics::describe_counter!(PANICS, "Panics logged by the panic hook.");
     let exporter = Arc::new(Exporter {
         handle,
         process_metrics,

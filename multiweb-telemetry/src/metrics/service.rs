@@ -41,12 +41,19 @@ impl MetricsService {
     }
 
     /// Answers `401 Unauthorized` unless the request carries
-    /// `Authorization: Bearer <token>`. The token is compared in constant
-    /// time. Prometheus sends it with `authorization: { credentials: ... }`
-    /// (or `bearer_token_file`) in its scrape config. Defaults to no token.
+    /// `Authorization: Bearer <token>` (the scheme in any case, as RFC 7235
+    /// says). The token is compared in constant time. Prometheus sends it
+    /// with `authorization: { credentials: ... }` (or `bearer_token_file`)
+    /// in its scrape config. Defaults to no token.
+    ///
+    /// Surrounding whitespace is trimmed from `token` (a secret file's
+    /// trailing newline); an empty token means none. A token with
+    /// whitespace, control or non-ASCII characters inside never matches
+    /// (`init` refuses such a token).
     #[must_use]
     pub fn require_bearer_token(mut self, token: impl Into<String>) -> Self {
         let token: String = token.into();
+        let token = token.trim();
         self.token = (!token.is_empty()).then(|| Arc::from(token));
         self
     }
@@ -57,10 +64,9 @@ impl MetricsService {
         };
         let given = headers
             .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        constant_time_eq(given.as_bytes(), expected.as_bytes())
+            .and_then(|value| bearer_credentials(value.as_bytes()))
+            .unwrap_or_default();
+        constant_time_eq(given, expected.as_bytes())
     }
 
     fn respond(&self) -> Response<String> {
@@ -104,6 +110,14 @@ impl<B> tower::Service<Request<B>> for MetricsService {
     }
 }
 
+/// The token of an `Authorization` value with the `Bearer` scheme: the
+/// scheme in any case, then one or more spaces (RFC 7235 `credentials`).
+fn bearer_credentials(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, rest) = value.split_at_checked("Bearer".len())?;
+    (scheme.eq_ignore_ascii_case(b"Bearer") && rest.first() == Some(&b' '))
+        .then(|| rest.trim_ascii())
+}
+
 /// Compares without an early exit, so the time taken does not tell how many
 /// leading bytes matched (the length may still show).
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -141,5 +155,33 @@ mod tests {
         assert_eq!(status(locked.clone(), Some("Bearer s3cre")).await, 401);
         assert_eq!(status(locked.clone(), Some("s3cret")).await, 401);
         assert_eq!(status(locked, Some("Bearer s3cret")).await, 503);
+    }
+
+    #[tokio::test]
+    async fn the_scheme_is_case_insensitive_and_the_token_trimmed() {
+        let locked = MetricsService::new().require_bearer_token("  s3cret\n");
+        for ok in [
+            "Bearer s3cret",
+            "bearer s3cret",
+            "BEARER s3cret",
+            "Bearer   s3cret",
+        ] {
+            assert_eq!(status(locked.clone(), Some(ok)).await, 503, "{ok}");
+        }
+        for refused in [
+            "Bearers3cret",
+            "Bearer",
+            "Bearer ",
+            "Basic s3cret",
+            "Bearer s3cret x",
+        ] {
+            assert_eq!(
+                status(locked.clone(), Some(refused)).await,
+                401,
+                "{refused}"
+            );
+        }
+        let open = MetricsService::new().require_bearer_token(" \n");
+        assert_eq!(status(open, None).await, 503, "a blank token is no token");
     }
 }

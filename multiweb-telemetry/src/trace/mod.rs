@@ -3,10 +3,9 @@
 //!
 //! [`init`](crate::init) bridges `tracing` spans to OpenTelemetry with
 //! `tracing-opentelemetry`, so every `#[tracing::instrument]` span becomes an
-//! OpenTelemetry span (unless the SDK is disabled, see below); the
-//! [HTTP layer](crate::http) starts each request's span itself, and attaches
-//! its context while the handler runs, so the handler's spans are its
-//! children. Every JSON log line inside a span
+//! OpenTelemetry span (unless the SDK is disabled, see below), the
+//! [HTTP layer](crate::http)'s request span included, and the handler's
+//! spans are its children. Every JSON log line inside a span
 //! carries its `trace_id` and `span_id`, whether the trace is exported or not
 //! (unless the SDK is disabled, see below).
 //!
@@ -66,6 +65,17 @@
 //!   sent in parts, so that one oversized span never takes its neighbours
 //!   down (a single span that is still too large is dropped alone).
 //!
+//! With `OTEL_SDK_DISABLED=true` (or
+//! [`TelemetryBuilder::disabled`](crate::TelemetryBuilder::disabled)) no
+//! OpenTelemetry span is made, as the OpenTelemetry API behaves without an
+//! SDK: the subscriber has no bridge and the HTTP layer starts no span. With
+//! JSON logs (the default), an incoming `traceparent` passes through
+//! unchanged: the request's log lines carry the caller's `trace_id` and
+//! `span_id`, and [`inject_context`] writes the caller's `traceparent`
+//! (with the pretty format it does not); without one, log lines carry no ids and nothing is
+//! propagated. Without an endpoint (and the SDK on), spans
+//! are still made, so that log lines carry their ids, but not exported.
+//!
 //! Finished spans wait in a bounded queue (2048 by default) and are sent in
 //! batches by a thread of their own, with its own runtime: exporting,
 //! compressing, TLS and retrying never run on, or wait for, the
@@ -102,15 +112,17 @@
 //! # Propagation
 //!
 //! The HTTP layer continues an incoming W3C `traceparent`/`tracestate`
-//! (with the SDK disabled, passes it through); invalid headers are ignored
-//! and start a new trace. For outgoing calls,
+//! (with the SDK disabled, passes it through); headers that break the W3C
+//! rules in any way (lengths, lowercase hex, zero ids, two `traceparent`s)
+//! are ignored and start a new trace. For outgoing calls,
 //! [`inject_context`] writes the current span's `traceparent` into a
 //! request's headers.
 
+mod context;
 mod otlp;
 mod processor;
-pub(crate) mod request;
 mod sampler;
+mod traceparent;
 
 use std::time::Duration;
 
@@ -123,6 +135,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+pub(crate) use context::{RequestContext, bridged_ids, ids_of};
 #[doc(hidden)]
 pub use otlp::BenchExporter as __BenchExporter;
 pub use processor::{MAX_PENDING_SPANS, SPANS_DROPPED, SPANS_EXPORTED};
@@ -133,14 +146,22 @@ use crate::config::Config;
 /// How long dropping the guard waits for queued spans to be exported.
 pub(crate) const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The installed tracer provider and the tracer the `tracing` bridge uses.
+/// The installed tracer provider and the tracer the `tracing` bridge uses;
+/// neither when the SDK is disabled (or traces are off).
 pub(crate) struct Installed {
-    pub(crate) provider: SdkTracerProvider,
-    pub(crate) tracer: SdkTracer,
+    pub(crate) provider: Option<SdkTracerProvider>,
+    pub(crate) tracer: Option<SdkTracer>,
 }
 
 /// Builds the tracer provider (and, when export is on, the exporter thread).
 pub(crate) fn install(config: &Config) -> Result<Installed, Error> {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    if config.disabled {
+        return Ok(Installed {
+            provider: None,
+            tracer: None,
+        });
+    }
     let mut resource = Resource::builder_empty()
         .with_service_name(config.service_name.clone())
         .with_attribute(KeyValue::new("telemetry.sdk.language", "rust"))
@@ -171,8 +192,10 @@ pub(crate) fn install(config: &Config) -> Result<Installed, Error> {
     }
     let provider = builder.build();
     let tracer = provider.tracer("multiweb-telemetry");
-    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    Ok(Installed { provider, tracer })
+    Ok(Installed {
+        provider: Some(provider),
+        tracer: Some(tracer),
+    })
 }
 
 /// Reads `traceparent`/`tracestate` from request headers.
@@ -203,10 +226,10 @@ impl Injector for HeaderWriter<'_> {
 }
 
 /// The remote parent in `headers`' `traceparent`/`tracestate`, if valid.
-fn remote_parent(headers: &HeaderMap) -> Option<opentelemetry::Context> {
+pub(crate) fn remote_parent(headers: &HeaderMap) -> Option<opentelemetry::Context> {
     // A name made once: looking a `&str` up parses it first.
     static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
-    if !headers.contains_key(&TRACEPARENT) {
+    if !traceparent::is_valid_in(headers.get_all(&TRACEPARENT)) {
         return None;
     }
     let cx = TraceContextPropagator::new().extract(&HeaderReader(headers));
@@ -216,29 +239,15 @@ fn remote_parent(headers: &HeaderMap) -> Option<opentelemetry::Context> {
         .then_some(cx)
 }
 
-/// Makes `span` continue the trace of an incoming `traceparent`, if the
-/// headers carry a valid one, then starts its OpenTelemetry span, so that the
-/// sampling decision is taken now: the events and attributes of a span the
-/// sampler drops then cost (almost) nothing. For request spans under a
-/// subscriber other than [`init`](crate::init)'s, whose bridge is not ours.
-pub(crate) fn start_trace(span: &tracing::Span, headers: &HeaderMap) {
-    if span.is_disabled() {
-        return;
-    }
-    if let Some(cx) = remote_parent(headers) {
-        let _ = span.set_parent(cx);
-    }
-    drop(span.context());
-}
-
 /// The OpenTelemetry context of the current span: its trace and span ids
 /// are the ones the collector receives and the log lines carry.
 ///
-/// Prefer it to `tracing_opentelemetry::OpenTelemetrySpanExt::context` on
-/// `Span::current()`: under [`init`](crate::init)'s subscriber the HTTP
-/// layer starts request spans itself, and the bridge's extension methods
-/// (`context`, `set_attribute`, `set_parent`, ...) do not reach them; they
-/// work on every span the handler opens.
+/// The same as `tracing_opentelemetry::OpenTelemetrySpanExt::context` on
+/// `Span::current()`, and also right where that cannot see: inside a
+/// request span the HTTP layer started itself (the opt-in direct path of
+/// [`bridge_request_spans(false)`](crate::TelemetryBuilder::bridge_request_spans)),
+/// and, with the SDK disabled, inside a request that brought a
+/// `traceparent` (the caller's context, passed through).
 ///
 /// ```
 /// use opentelemetry::trace::TraceContextExt;
@@ -259,9 +268,10 @@ pub fn current_context() -> opentelemetry::Context {
     {
         return cx;
     }
-    // The request span itself (not bridged, see `request`), or a span the
-    // bridge does not see: its request's context, else the attached one.
-    request::context_of(&current).unwrap_or_else(opentelemetry::Context::current)
+    // A request span whose context the crate keeps itself, or a span the
+    // bridge does not see inside one: the request's context, else the
+    // attached one.
+    context::request_context_of(&current).unwrap_or_else(opentelemetry::Context::current)
 }
 
 /// Writes the current span's W3C `traceparent` (and `tracestate`) into

@@ -1,0 +1,166 @@
+//! [`RequestState`]: what the layer keeps about one request until its
+//! response completes.
+
+use std::sync::Arc;
+
+use std::borrow::Cow;
+
+use axum::extract::MatchedPath;
+use http::Uri;
+
+use super::series::RouteSeries;
+use super::settings::ServiceState;
+use crate::labels::Method;
+use crate::request_span::{AccessLine, RequestSpan};
+
+/// Where a request's metric series are.
+#[derive(Debug)]
+pub(crate) enum Series {
+    /// Metrics are off.
+    Off,
+    /// The service's own route ([`ServiceState::route`]).
+    Slot,
+    /// Another route, looked up for this request.
+    Owned(Arc<RouteSeries>),
+}
+
+/// The route template a request matched.
+#[derive(Debug)]
+pub(crate) enum Route {
+    /// axum's, shared with the request's extensions.
+    Matched(MatchedPath),
+    /// The layer's route classifier's.
+    Classified(Cow<'static, str>),
+}
+
+impl Route {
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            Self::Matched(matched) => matched.as_str(),
+            Self::Classified(route) => route,
+        }
+    }
+}
+
+/// The span, and what the access line needs, kept only when the span or
+/// the access log is on. Dropping it ends the request span.
+#[derive(Debug)]
+pub(crate) struct SpanAndUri {
+    pub(crate) span: RequestSpan,
+    /// The request URI and its route, kept only when the access log is on.
+    pub(crate) access: Option<(Uri, Option<Route>)>,
+}
+
+/// One request in flight. Finishing it records the metrics and writes the
+/// access log line. Dropping it unfinished finishes it too once a response
+/// exists (a body dropped after or while being sent); before that, a drop
+/// while unwinding from a panic counts as a 500, and any other drop (the
+/// client went away) only takes it out of `http_requests_in_flight`.
+#[derive(Debug)]
+pub(crate) struct RequestState {
+    service: Arc<ServiceState>,
+    start: quanta::Instant,
+    series: Series,
+    /// Boxed: with metrics only (no trace) the request's future and body,
+    /// which axum moves and boxes, stay small (inline costs the metrics-only
+    /// configuration about 350 instructions per request).
+    pub(crate) span: Option<Box<SpanAndUri>>,
+    method: Method,
+    status: u16,
+    finished: bool,
+}
+
+impl RequestState {
+    pub(crate) fn new(
+        service: Arc<ServiceState>,
+        start: quanta::Instant,
+        method: Method,
+        series: Series,
+        span: Option<Box<SpanAndUri>>,
+    ) -> Self {
+        let state = Self {
+            service,
+            start,
+            series,
+            span,
+            method,
+            status: 0,
+            finished: false,
+        };
+        if let Some(route) = state.route() {
+            route.start(state.method, &state.service.layer.series);
+        }
+        state
+    }
+
+    fn route(&self) -> Option<&RouteSeries> {
+        match &self.series {
+            Series::Off => None,
+            Series::Slot => self.service.route.get().map(|route| &**route),
+            Series::Owned(route) => Some(route),
+        }
+    }
+
+    /// Notes the response status on the span.
+    pub(crate) fn respond(&mut self, status: u16) {
+        self.status = status;
+        if let Some(span) = &self.span {
+            span.span.record_status(status);
+        }
+    }
+
+    /// Records the finished request with the status already noted.
+    pub(crate) fn finish(&mut self, error: Option<&str>) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        let status = if self.status == 0 { 500 } else { self.status };
+        let seconds = self.start.elapsed().as_secs_f64();
+        if let Some(route) = self.route() {
+            route.record(self.method, status, seconds, &self.service.layer.series);
+        }
+        if let Some(SpanAndUri {
+            span,
+            access: Some((uri, route)),
+        }) = self.span.as_deref()
+        {
+            let levels = &self.service.layer.settings.levels;
+            let level = match status {
+                500.. => levels[2],
+                400..500 => levels[1],
+                _ => levels[0],
+            };
+            span.access_line(&AccessLine {
+                level,
+                method: self.method,
+                path: route.as_ref().map_or(uri.path(), Route::as_str),
+                url_path: uri.path(),
+                status,
+                duration: seconds,
+                error,
+            });
+        }
+    }
+}
+
+impl Drop for RequestState {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        if self.status != 0 {
+            self.finish(None);
+        } else if std::thread::panicking() {
+            self.respond(500);
+            self.finish(Some("the handler panicked"));
+        } else {
+            // Cancelled before a response (the client went away): the
+            // request is no longer in flight, but it has no status to count.
+            self.finished = true;
+            if let Some(route) = self.route() {
+                route.cancel(self.method, &self.service.layer.series);
+            }
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! The HTTP layer's request span, in one place: starting it, entering it,
+//! recording on it and finishing it, its OpenTelemetry context, its access
+//! line, and how the `tracing-opentelemetry` bridge sees it. The HTTP layer
+//! calls [`RequestSpan`] and knows nothing of the subscriber.
+//!
+//! # Two paths
+//!
+//! **Bridged (the default).** The request span is an ordinary `tracing`
+//! span, which the bridge makes into an OpenTelemetry SERVER span from its
+//! `otel.*` and `http.*` fields like every other span. Everything a user of
+//! `tracing-opentelemetry` expects works on it:
+//! `OpenTelemetrySpanExt::{context, set_parent, set_attribute, add_link}`,
+//! explicit parents, `.in_current_span()`, `#[instrument]` children and
+//! `RUST_LOG` directives that name it. Under [`init`](crate::init)'s
+//! subscriber the response status goes to the OpenTelemetry span through
+//! `OpenTelemetrySpanExt` (not as a log field), and the access line is
+//! written by the JSON layer's line writer without dispatching an event.
+//!
+//! **Direct (opt-in, [`bridge_request_spans(false)`]).** Under `init`'s
+//! subscriber with JSON logs, the layer starts the SDK span itself (no
+//! visitor pass, no `String` per attribute; per-route names and log fields
+//! made once), keeps its context in a [`RequestContext`] extension, and
+//! attaches it on every enter ([`RequestSpanLayer`]); the bridge does not
+//! see the span ([`BridgeFilter`]). It costs about a fifth less per request
+//! (BENCHMARKS.md), but `OpenTelemetrySpanExt` methods called on the request
+//! span itself do not reach its OpenTelemetry span, and a span given it as
+//! an explicit parent starts a new trace; `tests/tests/request_span.rs`
+//! holds the list. The same path, without an SDK span, passes an incoming
+//! `traceparent` through when the SDK is disabled.
+//!
+//! Which path a request takes is asked of the current subscriber once, in
+//! [`RequestSpanLayer::installed`]: under any other subscriber the span is
+//! made for whatever bridge that subscriber has.
+//!
+//! # Dependency order
+//!
+//! `config` → `labels` → `trace` → `log` → `request_span` → `http` → `lib`
+//! (`subscriber`, `guard`): each module imports only modules before it.
+//! Check it with `grep -rn "crate::" multiweb-telemetry/src/<module>`.
+//!
+//! [`bridge_request_spans(false)`]: crate::TelemetryBuilder::bridge_request_spans
+//! [`RequestContext`]: crate::trace::RequestContext
+
+mod access;
+mod direct;
+mod layer;
+
+use std::borrow::Cow;
+use std::sync::OnceLock;
+
+use http::HeaderMap;
+use opentelemetry::trace::Status;
+use tracing::field::{Empty, Value};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::registry::LookupSpan;
+
+pub(crate) use access::AccessLine;
+pub(crate) use direct::RouteCache;
+pub(crate) use layer::{BridgeFilter, RequestSpanLayer};
+
+use crate::labels::Method;
+use layer::Mode;
+
+/// The target of the request spans and access log lines.
+pub(crate) const TARGET: &str = "multiweb_telemetry::http";
+
+/// The name of the request span (its OpenTelemetry name is in `otel.name`).
+pub(crate) const SPAN_NAME: &str = "HTTP request";
+
+/// Whether `meta` is the callsite of the request spans.
+pub(crate) fn is_request_span(meta: &tracing::Metadata<'_>) -> bool {
+    meta.name() == SPAN_NAME && meta.target() == TARGET
+}
+
+/// What a request span is made of, known when the request arrives.
+pub(crate) struct RequestInfo<'a> {
+    pub(crate) method: Method,
+    /// The route template, if the request matched one.
+    pub(crate) route: Option<&'a str>,
+    /// The path, without the query string.
+    pub(crate) path: &'a str,
+    pub(crate) headers: &'a HeaderMap,
+    /// Where the service keeps what the requests of its first route share.
+    pub(crate) route_cache: &'a OnceLock<RouteCache>,
+}
+
+/// Who makes the OpenTelemetry span of a request.
+#[derive(Debug)]
+enum Kind {
+    /// `init`'s bridge: the status goes through `OpenTelemetrySpanExt`.
+    Bridged,
+    /// Another subscriber's bridge, if it has one: the status goes through
+    /// the `otel.status_code` and `http.response.status_code` fields.
+    Foreign,
+    /// The crate itself (the direct path, or the caller's context with the
+    /// SDK disabled); ended when the request span is dropped.
+    Own(opentelemetry::Context),
+}
+
+/// The span of one request, from its arrival until its response has been
+/// sent. Dropping it ends the span.
+#[derive(Debug)]
+pub(crate) struct RequestSpan {
+    span: tracing::Span,
+    kind: Kind,
+}
+
+/// A request span entered by [`RequestSpan::enter`]; exits it when dropped.
+pub(crate) struct Entered<'a> {
+    _span: tracing::span::Entered<'a>,
+    _context: Option<direct::Attached>,
+}
+
+impl RequestSpan {
+    /// Starts the span of the request `info` describes, a child of the
+    /// incoming `traceparent` when the headers carry a valid one.
+    pub(crate) fn start(info: &RequestInfo<'_>) -> Self {
+        match RequestSpanLayer::installed(RequestSpanLayer::mode) {
+            Some(Mode::Own(tracer)) => direct::start(info, tracer.as_deref()),
+            Some(Mode::Bridged) => Self::bridged(info, Kind::Bridged),
+            None => Self::bridged(info, Kind::Foreign),
+        }
+    }
+
+    /// No span (the layer's span is switched off): the access line is still
+    /// written, as a root event.
+    pub(crate) fn none() -> Self {
+        Self {
+            span: tracing::Span::none(),
+            kind: Kind::Foreign,
+        }
+    }
+
+    /// A span for the bridge, with every attribute as a field.
+    fn bridged(info: &RequestInfo<'_>, kind: Kind) -> Self {
+        let name = direct::span_name(info.method, info.route, info.route_cache);
+        let span = tracing::info_span!(
+            target: TARGET,
+            SPAN_NAME,
+            otel.name = &*name,
+            otel.kind = "server",
+            otel.status_code = Empty,
+            http.request.method = info.method.as_str(),
+            http.route = info.route,
+            url.path = info.path,
+            http.response.status_code = Empty,
+            user_id = Empty,
+            error = Empty,
+        );
+        if let Some(parent) = crate::trace::remote_parent(info.headers) {
+            // Only fails for a disabled span, which has no parent to set.
+            let _ = span.set_parent(parent);
+        }
+        // Under `init`'s subscriber only: other subscribers' formatters do
+        // not read the JSON layer's span fields.
+        if matches!(kind, Kind::Bridged) {
+            add_log_path(&span, info);
+        }
+        Self { span, kind }
+    }
+
+    /// Enters the span: spans the handler opens are its children, and the
+    /// current OpenTelemetry context is its own.
+    pub(crate) fn enter(&self) -> Entered<'_> {
+        match &self.kind {
+            Kind::Own(cx) => direct::enter(&self.span, cx),
+            Kind::Bridged | Kind::Foreign => Entered {
+                _span: self.span.enter(),
+                _context: None,
+            },
+        }
+    }
+
+    /// Notes the response status: `http.response.status_code`, and the
+    /// Error status for a 5xx.
+    pub(crate) fn record_status(&self, status: u16) {
+        match &self.kind {
+            Kind::Own(cx) => direct::record_status(cx, status),
+            Kind::Bridged => {
+                self.span
+                    .set_attribute("http.response.status_code", i64::from(status));
+                if status >= 500 {
+                    self.span.set_status(Status::error(""));
+                }
+            }
+            Kind::Foreign => {
+                // As i64: the bridge exports u64 values as strings.
+                self.span
+                    .record("http.response.status_code", i64::from(status));
+                if status >= 500 {
+                    self.span.record("otel.status_code", "ERROR");
+                }
+            }
+        }
+    }
+
+    /// Writes the request's access line, a child of the span (see
+    /// [`AccessLine`]).
+    pub(crate) fn access_line(&self, line: &AccessLine<'_>) {
+        access::write(&self.span, line);
+    }
+}
+
+impl Drop for RequestSpan {
+    fn drop(&mut self) {
+        if let Kind::Own(cx) = &self.kind {
+            direct::end(cx);
+        }
+    }
+}
+
+/// Records `value` as `field` on the current request's span (found among
+/// the current span's ancestors), or on the current span when the
+/// subscriber is not built on `tracing_subscriber::Registry`.
+pub(crate) fn record_on_request_span(field_name: &str, value: &str) {
+    let recorded = tracing::dispatcher::get_default(|dispatch| {
+        // Inside `get_default`, `Span::current()` would not see `dispatch`:
+        // ask it directly.
+        let Some(registry) = dispatch.downcast_ref::<tracing_subscriber::Registry>() else {
+            return false;
+        };
+        let Some(current) = dispatch.current_span().id().cloned() else {
+            return true;
+        };
+        let Some(span) = registry.span(&current) else {
+            return true;
+        };
+        if let Some(request) = span.scope().find(|s| is_request_span(s.metadata())) {
+            let meta = request.metadata();
+            if let Some(field) = meta.fields().field(field_name) {
+                let values = [(&field, Some(&value as &dyn Value))];
+                let values = meta.fields().value_set(&values);
+                dispatch.record(&request.id(), &tracing::span::Record::new(&values));
+            }
+        }
+        true
+    });
+    if !recorded {
+        tracing::Span::current().record(field_name, value);
+    }
+}
+
+/// Gives the lines inside `span` a `path` field: the route template, or the
+/// request path where no route matched (the guide's scenario 2 shows
+/// `path` and `error` of every error line). A log field only, added where
+/// the JSON layer keeps its span fields: as an attribute it would repeat
+/// `http.route` or `url.path` on every exported span.
+fn add_log_path(span: &tracing::Span, info: &RequestInfo<'_>) {
+    span.with_subscriber(|(id, dispatch)| {
+        if let Some(data) = dispatch
+            .downcast_ref::<tracing_subscriber::Registry>()
+            .and_then(|registry| registry.span(id))
+        {
+            let path = info.route.unwrap_or(info.path);
+            crate::log::add_fields(&mut data.extensions_mut(), None, &[("path", path)]);
+        }
+    });
+}
+
+/// `METHOD route`, or `METHOD` without a route.
+fn name_of(method: Method, route: Option<&str>) -> Cow<'static, str> {
+    let method = method.as_str();
+    match route {
+        None => Cow::Borrowed(method),
+        Some(route) => {
+            let mut name = String::with_capacity(method.len() + 1 + route.len());
+            name.push_str(method);
+            name.push(' ');
+            name.push_str(route);
+            Cow::Owned(name)
+        }
+    }
+}
