@@ -6,12 +6,15 @@
 #
 #   bash scripts/bench-instructions.sh full_stack no_telemetry hand_made multiweb_keep_errors
 #   bash scripts/bench-instructions.sh http_layer no_layer axum_prometheus multiweb_metrics_only
+#   PER=sqlite3_step FEATURES=sqlx bash scripts/bench-instructions.sh db_query sqlx_fmt_default multiweb_instrumented
 #
 # Each contender runs twice under callgrind (criterion's --profile-time 2 and
 # 6 seconds); the difference of the two totals divided by the difference of
 # the two request counts cancels one-time costs (start-up, warm-up, clock
 # calibration). Requests are counted as calls of `http::Request::get`, which
-# every benchmark iteration makes once. Needs valgrind (apt-get install -y
+# every benchmark iteration makes once; PER names another function called
+# once per iteration (a callgrind_annotate name, as an awk regex), and
+# FEATURES the crate features the benchmark needs. Needs valgrind (apt-get install -y
 # valgrind); the full_stack benchmark also needs rotel (see
 # scripts/install-test-tools.sh).
 set -euo pipefail
@@ -27,7 +30,8 @@ if [ $# -lt 2 ]; then
 fi
 bench=$1
 shift
-exe=$(cargo bench -p multiweb-telemetry --bench "$bench" --no-run 2>&1 |
+per=${PER:-'http::request::Request<\\(\\)>::get'}
+exe=$(cargo bench -p multiweb-telemetry ${FEATURES:+--features "$FEATURES"} --bench "$bench" --no-run 2>&1 |
   grep -o "[^ (]*/release/deps/${bench}-[0-9a-f]*" | tail -1)
 if [ -z "$exe" ]; then
   echo "bench-instructions: could not build the $bench benchmark" >&2
@@ -42,8 +46,8 @@ count() {
   total=$(awk '/^(summary|totals):/ {print $2; exit}' "$file")
   # The callers' lines ("<", with their call counts) precede the "*" line.
   calls=$(callgrind_annotate --threshold=100 --inclusive=yes --tree=caller "$file" 2>/dev/null |
-    awk 'BEGIN {RS = ""; FS = "\n"}
-         /\* [^\n]*http::request::Request<\(\)>::get / {
+    awk -v per="$per" 'BEGIN {RS = ""; FS = "\n"}
+         $0 ~ ("\\* [^\n]*" per " ") {
            for (i = 1; i <= NF; i++) if ($i ~ / < / && match($i, /\([0-9,]+x\)/)) {
              n = substr($i, RSTART + 1, RLENGTH - 3); gsub(/,/, "", n); sum += n
            }
@@ -60,8 +64,8 @@ for contender in "$@"; do
   read -r total_short calls_short < <(count "$work/2.out")
   read -r total_long calls_long < <(count "$work/6.out")
   if [ "$calls_long" -le "$calls_short" ]; then
-    echo "bench-instructions: $contender: no requests counted (is the name right?)" >&2
+    echo "bench-instructions: $contender: no iterations counted (is the name right? PER=$per)" >&2
     exit 1
   fi
-  echo "$bench/$contender: $(((total_long - total_short) / (calls_long - calls_short))) instructions per request"
+  echo "$bench/$contender: $(((total_long - total_short) / (calls_long - calls_short))) instructions per iteration"
 done

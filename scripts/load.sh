@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # Real HTTP load against the marketplace example (release build), comparing
-# telemetry off, metrics only, and everything on (metrics, access log to a
-# file, spans exported to rotel at ratio 0.1). Prints requests per second,
-# p50/p99 latency and the app's CPU time per request, and the ratios
-# recorded in BENCHMARKS.md.
+# telemetry off, metrics only, everything on (metrics, access log to a
+# file, spans exported to rotel at ratio 0.1), and the peer: the same
+# application with the stack users assemble by hand (`--http-layer peer`:
+# tower-http TraceLayer, tracing-opentelemetry with the SDK's batch
+# processor and opentelemetry-otlp, tracing-subscriber JSON, axum-prometheus;
+# same routes, same 10 % sampling, same log file). Prints requests per
+# second, p50/p99 latency and the app's CPU time per request, and the ratios
+# recorded in BENCHMARKS.md: full against peer in throughput, and the CPU per
+# request each adds over off (which leaves out the socket and kernel work
+# every configuration shares).
 #
 #   bash scripts/load.sh                      # 20 rounds of 2 s slices
 #   ROUNDS=40 SLICE=3s PIN=1 bash scripts/load.sh   # SLICE in whole seconds
@@ -153,6 +159,7 @@ try:
         "off": (app, "off", off_env),
         "metrics": (app, "metrics", off_env),
         "full": (app, "full", full_env),
+        "peer": (app, "peer", full_env),
         "storm": (app, "metrics", off_env),
         "scrape-only": (app, "metrics", off_env),
     }
@@ -162,10 +169,14 @@ try:
     ports, pids = {}, {}
     for name, (binary, layer, env) in configs.items():
         ports[name] = free_port()
+        # A directory of its own: the example's SQLite database is there.
+        home = os.path.join(work, name)
+        os.makedirs(home)
         log = open(os.path.join(work, f"{name}.log"), "w")  # the access log file
         proc = subprocess.Popen(
-            app_cpu + [binary, "--listen", f"127.0.0.1:{ports[name]}", "--http-layer", layer],
-            env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+            app_cpu + [os.path.abspath(binary), "--listen", f"127.0.0.1:{ports[name]}",
+                       "--http-layer", layer],
+            env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, cwd=home)
         procs.append(proc)
         pids[name] = proc.pid
     for name in configs:
@@ -173,7 +184,7 @@ try:
         if name != "scrape-only":
             wrk(ports[name], "2s")  # warm-up
 
-    names = ["off", "metrics", "full", "storm"] + (["metrics@base", "full@base"] if base_app else [])
+    names = ["off", "metrics", "full", "peer", "storm"] + (["metrics@base", "full@base"] if base_app else [])
     results = {name: [] for name in names}
     cpu = {name: 0.0 for name in names}
     requests = {name: 0 for name in names}
@@ -233,6 +244,19 @@ for name in names:
           f"| {cpu[name] / requests[name] * 1e6:.1f} us "
           f"| {summary([r[0] / o[0] for r, o in zip(rows, offs)])} "
           f"| {summary([r[2] / o[2] for r, o in zip(rows, offs)])} |")
+
+# Against the peer: throughput in the same rounds, and the CPU per request
+# each adds over off.
+per_request = {name: cpu[name] / requests[name] * 1e6 for name in names}
+full_vs_peer = [f[0] / p[0] for f, p in zip(results["full"], results["peer"])]
+added_full = per_request["full"] - per_request["off"]
+added_peer = per_request["peer"] - per_request["off"]
+metrics_vs_off = [m[0] / o[0] for m, o in zip(results["metrics"], results["off"])]
+print()
+print(f"full vs peer: throughput {summary(full_vs_peer)} (target: above 1); CPU per request "
+      f"added over off: full {added_full:.1f} us, peer {added_peer:.1f} us, "
+      f"ratio {added_full / added_peer:.2f} (target: at most 0.5); "
+      f"metrics vs off {summary(metrics_vs_off)} (target: at least 0.95)")
 
 # The storm's scrapes took this share of the app's CPU; requests should
 # slow by about that much and no more (no request waits on rendering).

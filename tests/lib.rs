@@ -15,6 +15,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 pub mod fake_collector;
+pub mod guide;
+pub mod stack;
 pub mod tls;
 
 /// How long to wait for the example to start or for a log line to appear.
@@ -60,8 +62,11 @@ pub fn require_tool(tool: &str, install: &str) -> PathBuf {
     })
 }
 
-/// Every variable the crate reads; the tests set the ones they need.
-const CRATE_VARIABLES: [&str; 30] = [
+/// Every variable the crate and the example read; the tests set the ones
+/// they need.
+const CRATE_VARIABLES: [&str; 32] = [
+    "DATABASE_URL",
+    "REDIS_URL",
     "MULTIWEB_METRICS_TOKEN",
     "RUST_LOG",
     "MULTIWEB_METRICS_ADDR",
@@ -115,6 +120,8 @@ struct Lines {
 /// A running example process, killed when dropped.
 pub struct App {
     child: Child,
+    /// Its working directory, removed when dropped if the app made it.
+    workdir: Option<PathBuf>,
     stdout: Arc<Lines>,
     stderr: Arc<Lines>,
     /// Keeps an output left unread open until the app is dropped.
@@ -197,7 +204,9 @@ fn wait_for(
 }
 
 /// Starts the `marketplace` example on an ephemeral port with `env` added to
-/// its environment, and waits until it listens.
+/// its environment, in a fresh working directory of its own (where its
+/// default SQLite database goes; removed when the app is dropped), and
+/// waits until it listens.
 ///
 /// # Panics
 ///
@@ -217,8 +226,31 @@ pub fn start_marketplace_unread(
     env: &[(&str, &str)],
     unread: Option<Unread>,
 ) -> App {
+    let workdir = stack::temp_dir("app");
+    let mut app = spawn_marketplace(&workdir, args, env, unread);
+    app.workdir = Some(workdir);
+    app
+}
+
+/// Starts the `marketplace` example like [`start_marketplace`], in the
+/// working directory `dir`, which is left in place.
+///
+/// # Panics
+///
+/// If it does not start; the panic message has its stderr.
+pub fn start_marketplace_in(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> App {
+    spawn_marketplace(dir, args, env, None)
+}
+
+fn spawn_marketplace(
+    dir: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    unread: Option<Unread>,
+) -> App {
     let mut command = Command::new(example_path("marketplace"));
     command
+        .current_dir(dir)
         .args(["--listen", "127.0.0.1:0"])
         .args(args)
         .envs(env.iter().copied())
@@ -263,6 +295,7 @@ pub fn start_marketplace_unread(
         .unwrap_or_else(|| panic!("no listen address in {listening:?}"));
     App {
         child,
+        workdir: None,
         stdout,
         stderr,
         _unread: (unread == Some(Unread::Stdout)).then_some(keep_open),
@@ -386,6 +419,9 @@ impl Drop for App {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(dir) = &self.workdir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -395,8 +431,10 @@ pub fn run_marketplace_to_exit<V: AsRef<std::ffi::OsStr>>(
     args: &[&str],
     env: &[(&str, V)],
 ) -> std::process::Output {
+    let workdir = stack::temp_dir("app");
     let mut command = Command::new(example_path("marketplace"));
     command
+        .current_dir(&workdir)
         .args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null());
@@ -418,6 +456,7 @@ pub fn run_marketplace_to_exit<V: AsRef<std::ffi::OsStr>>(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    let _ = std::fs::remove_dir_all(&workdir);
     output.join().unwrap().expect("example output")
 }
 
@@ -852,6 +891,26 @@ impl Prometheus {
     ///
     /// If `prometheus` is missing or does not become ready.
     pub fn start(target: SocketAddr, rules: Option<&str>) -> Self {
+        Self::start_scraping(&Self::app_job(target), rules)
+    }
+
+    /// The `scrape_configs` entry [`Prometheus::start`] uses: job
+    /// `multiweb-api` scraping `target` with `namespace="multiweb"`.
+    pub fn app_job(target: SocketAddr) -> String {
+        format!(
+            "  - job_name: multiweb-api\n    static_configs:\n      \
+             - targets: ['{target}']\n        labels:\n          namespace: multiweb\n"
+        )
+    }
+
+    /// Starts Prometheus with these `scrape_configs` entries (YAML list
+    /// items indented by two spaces), scraping every second and evaluating
+    /// `rules` every second.
+    ///
+    /// # Panics
+    ///
+    /// If `prometheus` is missing or does not become ready.
+    pub fn start_scraping(jobs: &str, rules: Option<&str>) -> Self {
         let binary = require_tool("prometheus", "apt-get install -y prometheus");
         let dir = std::env::temp_dir().join(format!(
             "multiweb-prometheus-{}-{}",
@@ -868,8 +927,7 @@ impl Prometheus {
         };
         let config = format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n{rule_files}\
-             scrape_configs:\n  - job_name: multiweb-api\n    static_configs:\n      \
-             - targets: ['{target}']\n        labels:\n          namespace: multiweb\n"
+             scrape_configs:\n{jobs}"
         );
         std::fs::write(dir.join("prometheus.yml"), config).expect("write config");
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));

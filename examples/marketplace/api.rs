@@ -1,4 +1,5 @@
-//! The marketplace's routes and handlers, over an in-memory store.
+//! The marketplace's routes and handlers, over the database of
+//! [`store`](crate::store) and the optional cache of [`cache`](crate::cache).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -10,37 +11,44 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 
+use multiweb_telemetry::business::LabelValue as _;
 use multiweb_telemetry::business_metric;
 
 use crate::business::{
     ACTIVE_USERS, MESSAGES_SENT, PRODUCTS_CREATED, PaymentMethod, REVENUE_CENTS,
     TRANSACTIONS_COMPLETED, USERS_REGISTERED,
 };
+use crate::cache::Cache;
+use crate::store::{Product, Store, StoreError};
 
-/// The in-memory store.
-#[derive(Default)]
-pub(crate) struct Store {
-    products: Vec<Product>,
-    users: HashMap<u64, String>,
+/// What the handlers share.
+pub(crate) struct App {
+    pub(crate) store: Arc<Store>,
+    pub(crate) cache: Option<Arc<Cache>>,
     /// Session token -> user id. Tokens are never logged.
-    sessions: HashMap<String, u64>,
-    next_id: u64,
+    sessions: Mutex<HashMap<String, u64>>,
+    next_session: Mutex<u64>,
 }
 
-pub(crate) type AppState = Arc<Mutex<Store>>;
+impl App {
+    pub(crate) fn new(store: Arc<Store>, cache: Option<Arc<Cache>>) -> AppState {
+        Arc::new(Self {
+            store,
+            cache,
+            sessions: Mutex::new(HashMap::new()),
+            next_session: Mutex::new(0),
+        })
+    }
+}
 
-/// A user that always exists, for `--demo-load` and first steps.
+pub(crate) type AppState = Arc<App>;
+
+/// A user that always exists (the migration creates it), for `--demo-load`
+/// and first steps.
 pub(crate) const DEMO_USER: u64 = 1_000;
-
-#[derive(Clone, Serialize)]
-pub(crate) struct Product {
-    id: u64,
-    name: String,
-    price_cents: u64,
-}
 
 /// An error answered as `{"error": "..."}`.
 pub(crate) struct ApiError(StatusCode, String);
@@ -56,6 +64,31 @@ impl From<JsonRejection> for ApiError {
         // Bad JSON or missing fields are the client's error: 4xx, never 500.
         Self(rejection.status(), rejection.body_text())
     }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable => Self(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database unavailable".into(),
+            ),
+            StoreError::MissingReference => {
+                Self(StatusCode::UNPROCESSABLE_ENTITY, "no such product".into())
+            }
+            StoreError::Failed => Self(StatusCode::INTERNAL_SERVER_ERROR, "database error".into()),
+        }
+    }
+}
+
+/// A number of cents the database can hold.
+fn cents(value: u64) -> Result<i64, ApiError> {
+    i64::try_from(value).map_err(|_| {
+        ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "amount out of range".into(),
+        )
+    })
 }
 
 /// The authenticated user, from `x-user-id` or a session's bearer token;
@@ -93,27 +126,17 @@ fn user_from_headers(headers: &HeaderMap, state: &AppState) -> Option<u64> {
         return Some(id);
     }
     let token = bearer(headers)?;
-    lock(state).sessions.get(token).copied()
+    sessions(state).get(token).copied()
 }
 
-fn lock(state: &AppState) -> std::sync::MutexGuard<'_, Store> {
-    state.lock().unwrap_or_else(PoisonError::into_inner)
+fn sessions(state: &AppState) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+    state
+        .sessions
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
 }
 
 pub(crate) fn router(state: AppState) -> Router {
-    {
-        let mut store = lock(&state);
-        store.users.insert(DEMO_USER, "demo".to_owned());
-        for (name, price_cents) in [("Keyboard", 4_900), ("Monitor", 19_900)] {
-            store.next_id += 1;
-            let id = store.next_id;
-            store.products.push(Product {
-                id,
-                name: name.to_owned(),
-                price_cents,
-            });
-        }
-    }
     Router::new()
         .route("/api/v1/products/", get(list_products).post(create_product))
         .route("/api/v1/products/{id}", get(get_product))
@@ -125,16 +148,43 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/v1/debug/error", get(debug_error))
         .route("/api/v1/debug/slow", get(debug_slow))
         .route("/api/v1/debug/panic", get(debug_panic))
-        .route("/health", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route("/health", get(health))
         .with_state(state)
+}
+
+/// `GET /health`: 200 when the database answers, else 503; the cache's
+/// state is reported but does not fail the check (reads fall back to the
+/// database).
+async fn health(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
+    let database = state.store.is_up().await;
+    let cache = match &state.cache {
+        None => "off",
+        Some(cache) if cache.is_up().await => "up",
+        Some(_) => "down",
+    };
+    let (status, text) = if database {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+    };
+    let body = json!({
+        "status": text,
+        "database": if database { "up" } else { "down" },
+        "db.system": state.store.system(),
+        "cache": cache,
+    });
+    (status, Json(body))
 }
 
 /// `GET /api/v1/products/`: the guide's `list_products`.
 #[tracing::instrument(name = "list_products", skip_all)]
-async fn list_products(State(state): State<AppState>, _user: User) -> Json<Vec<Product>> {
-    let products = lock(&state).products.clone();
+async fn list_products(
+    State(state): State<AppState>,
+    _user: User,
+) -> Result<Json<Vec<Product>>, ApiError> {
+    let products = state.store.products().await?;
     tracing::info!(count = products.len(), "listed products");
-    Json(products)
+    Ok(Json(products))
 }
 
 #[derive(Deserialize)]
@@ -157,30 +207,32 @@ async fn create_product(
             "name must not be empty".into(),
         ));
     }
-    let mut store = lock(&state);
-    store.next_id += 1;
-    let product = Product {
-        id: store.next_id,
-        name: new.name,
-        price_cents: new.price_cents,
-    };
-    store.products.push(product.clone());
-    drop(store);
+    let product = state
+        .store
+        .create_product(new.name, cents(new.price_cents)?)
+        .await?;
     tracing::info!(product_id = product.id, "product created");
     Ok((StatusCode::CREATED, Json(product)))
 }
 
+/// `GET /api/v1/products/{id}`: from the cache when there is one and it has
+/// the product, else from the database (and then cached).
 async fn get_product(
     State(state): State<AppState>,
     Path(id): Path<u64>,
 ) -> Result<Json<Product>, ApiError> {
-    lock(&state)
-        .products
-        .iter()
-        .find(|p| p.id == id)
-        .cloned()
-        .map(Json)
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no product {id}")))
+    let not_found = || ApiError(StatusCode::NOT_FOUND, format!("no product {id}"));
+    let id = i64::try_from(id).map_err(|_| not_found())?;
+    if let Some(cache) = &state.cache
+        && let Some(product) = cache.product(id).await
+    {
+        return Ok(Json(product));
+    }
+    let product = state.store.product(id).await?.ok_or_else(not_found)?;
+    if let Some(cache) = &state.cache {
+        cache.put(&product).await;
+    }
+    Ok(Json(product))
 }
 
 #[derive(Deserialize)]
@@ -194,11 +246,7 @@ async fn register_user(
     body: Result<Json<NewUser>, JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let Json(new) = body?;
-    let mut store = lock(&state);
-    store.next_id += 1;
-    let id = store.next_id;
-    store.users.insert(id, new.name);
-    drop(store);
+    let id = state.store.register_user(&new.name).await?;
     multiweb_telemetry::http::record_user_id(&id.to_string());
     tracing::info!("user registered");
     Ok((StatusCode::CREATED, Json(json!({ "id": id }))))
@@ -214,19 +262,30 @@ async fn login(
     body: Result<Json<Login>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Json(login) = body?;
-    let mut store = lock(&state);
-    if !store.users.contains_key(&login.user_id) {
+    let known = match i64::try_from(login.user_id) {
+        Ok(id) => state.store.user_exists(id).await?,
+        Err(_) => false,
+    };
+    if !known {
         return Err(ApiError(StatusCode::UNAUTHORIZED, "unknown user".into()));
     }
-    store.next_id += 1;
+    let serial = {
+        let mut next = state
+            .next_session
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *next += 1;
+        *next
+    };
     let token = format!(
         "tok-{:x}-{:x}",
         login.user_id,
-        store.next_id.wrapping_mul(0x9e37_79b9)
+        serial.wrapping_mul(0x9e37_79b9)
     );
-    store.sessions.insert(token.clone(), login.user_id);
-    let active = store.sessions.len();
-    drop(store);
+    let mut sessions = sessions(&state);
+    sessions.insert(token.clone(), login.user_id);
+    let active = sessions.len();
+    drop(sessions);
     ACTIVE_USERS.set(active as f64);
     multiweb_telemetry::http::record_user_id(&login.user_id.to_string());
     tracing::info!("logged in");
@@ -236,13 +295,12 @@ async fn login(
 async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<StatusCode, ApiError> {
     let token =
         bearer(&headers).ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "no session".into()))?;
-    let mut store = lock(&state);
-    let user = store
-        .sessions
+    let mut sessions = sessions(&state);
+    let user = sessions
         .remove(token)
         .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "no such session".into()))?;
-    let active = store.sessions.len();
-    drop(store);
+    let active = sessions.len();
+    drop(sessions);
     ACTIVE_USERS.set(active as f64);
     multiweb_telemetry::http::record_user_id(&user.to_string());
     tracing::info!("logged out");
@@ -253,13 +311,26 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<Sta
 struct Transaction {
     amount_cents: u64,
     method: PaymentMethod,
+    /// The product bought, if any: it must exist.
+    product_id: Option<i64>,
 }
 
 async fn complete_transaction(
-    _user: User,
+    State(state): State<AppState>,
+    User(user): User,
     body: Result<Json<Transaction>, JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let Json(transaction) = body?;
+    let user = user.and_then(|id| i64::try_from(id).ok());
+    state
+        .store
+        .record_transaction(
+            user,
+            transaction.product_id,
+            cents(transaction.amount_cents)?,
+            PaymentMethod::VALUES[transaction.method.index()],
+        )
+        .await?;
     TRANSACTIONS_COMPLETED.increment(&transaction.method);
     REVENUE_CENTS.increment_by(transaction.amount_cents);
     tracing::info!(

@@ -5,10 +5,20 @@
 //! curl http://127.0.0.1:8080/api/v1/products/
 //! curl http://127.0.0.1:8080/metrics
 //! ```
+//!
+//! Users, products and transactions are kept in SQLite, in
+//! `marketplace.db` under the working directory, unless `DATABASE_URL`
+//! names another database (`postgres://user:password@host/db`). With
+//! `REDIS_URL` (`redis://host:6379`), product reads go through a Redis
+//! cache. Both are instrumented: every query has a span and a sample in
+//! `db_client_operation_duration_seconds`.
 
 mod api;
 mod business;
+mod cache;
 mod demo_load;
+mod peer;
+mod store;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -29,6 +39,8 @@ enum LayerMode {
     Metrics,
     /// No HTTP layer at all.
     Off,
+    /// The hand-made stack instead of this crate (see `peer`).
+    Peer,
 }
 
 impl Args {
@@ -50,9 +62,10 @@ impl Args {
                         Some("full") => LayerMode::Full,
                         Some("metrics") => LayerMode::Metrics,
                         Some("off") => LayerMode::Off,
+                        Some("peer") => LayerMode::Peer,
                         other => {
                             return Err(format!(
-                                "--http-layer takes full, metrics or off, not {other:?}"
+                                "--http-layer takes full, metrics, off or peer, not {other:?}"
                             ));
                         }
                     }
@@ -73,6 +86,38 @@ impl Args {
     }
 }
 
+/// The database of `DATABASE_URL` (SQLite by default), migrated now if it
+/// answers, else as soon as it does, and the cache of `REDIS_URL`, if set.
+/// `None` when a URL is unusable (the error is logged).
+async fn open_stores() -> Option<api::AppState> {
+    let url =
+        std::env::var("DATABASE_URL").unwrap_or_else(|_| store::DEFAULT_DATABASE_URL.to_owned());
+    let store = match store::Store::open(&url) {
+        Ok(store) => store,
+        Err(err) => {
+            // sqlx's errors name the URL's parts it could not use, never
+            // its password.
+            tracing::error!(error = %err, "DATABASE_URL is not usable");
+            return None;
+        }
+    };
+    store.migrate_now_or_later().await;
+    let cache = match std::env::var("REDIS_URL") {
+        Ok(url) => match cache::Cache::open(&url) {
+            Ok(cache) => {
+                cache.connect();
+                Some(cache)
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "REDIS_URL is not usable");
+                return None;
+            }
+        },
+        Err(_) => None,
+    };
+    Some(api::App::new(store, cache))
+}
+
 fn report(err: &dyn std::error::Error) {
     eprintln!("error: {err}");
     let mut source = err.source();
@@ -91,22 +136,38 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let telemetry = match multiweb_telemetry::Telemetry::builder()
-        .service_version(env!("CARGO_PKG_VERSION"))
-        .try_init()
-    {
-        Ok(telemetry) => telemetry,
-        Err(err) => {
-            report(&err);
-            return ExitCode::FAILURE;
+    let (telemetry, _peer) = if args.layer == LayerMode::Peer {
+        match peer::install() {
+            Ok(peer) => (None, Some(peer)),
+            Err(err) => {
+                report(&*err);
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        match multiweb_telemetry::Telemetry::builder()
+            .service_version(env!("CARGO_PKG_VERSION"))
+            .try_init()
+        {
+            Ok(telemetry) => (Some(telemetry), None),
+            Err(err) => {
+                report(&err);
+                return ExitCode::FAILURE;
+            }
         }
     };
 
-    let app = api::router(api::AppState::default())
-        .route_service("/metrics", telemetry.metrics_service())
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-            multiweb_telemetry::http::panic_response,
-        ));
+    let Some(state) = open_stores().await else {
+        return ExitCode::FAILURE;
+    };
+    let app = api::router(state);
+    let app = match &telemetry {
+        Some(telemetry) => app.route_service("/metrics", telemetry.metrics_service()),
+        None => app,
+    }
+    .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+        multiweb_telemetry::http::panic_response,
+    ));
     let app = match args.layer {
         LayerMode::Full => app.layer(multiweb_telemetry::http::layer()),
         LayerMode::Metrics => app.layer(
@@ -115,6 +176,7 @@ async fn main() -> ExitCode {
                 .access_log(false),
         ),
         LayerMode::Off => app,
+        LayerMode::Peer => peer::layers(app),
     };
     if args.demo_load {
         tokio::spawn(demo_load::run(app.clone()));
@@ -131,7 +193,10 @@ async fn main() -> ExitCode {
     let shutdown = shutdown_signal();
     tracing::info!(
         addr = %addr,
-        metrics_addr = telemetry.metrics_addr().map(tracing::field::display),
+        metrics_addr = telemetry
+            .as_ref()
+            .and_then(multiweb_telemetry::TelemetryGuard::metrics_addr)
+            .map(tracing::field::display),
         "marketplace listening"
     );
     let served = axum::serve(listener, app)

@@ -57,10 +57,14 @@
 //!
 //! | feature | default | what it enables |
 //! |---|---|---|
-//! | *(none yet)* | | every capability above is always on |
+//! | `sqlx` | no | the `db` module: a CLIENT span, the `db_client_operation_duration_seconds` histogram, slow-query and failed-query log lines for every query of a wrapped sqlx pool, and its connection gauges |
+//!
+//! Every other capability above is always on.
 
 pub mod business;
 mod config;
+#[cfg(feature = "sqlx")]
+pub mod db;
 mod error;
 mod guard;
 pub mod http;

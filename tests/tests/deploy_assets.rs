@@ -74,6 +74,9 @@ const DASHBOARDS: [(&str, &str, &[&str], &[&str]); 4] = [
             "Query Execution Time",
             "Database Size",
             "Table I/O Statistics",
+            "App: Query Rate by Operation",
+            "App: Query P95 by Operation",
+            "App: Connection Pool Usage",
         ],
     ),
     (

@@ -2,7 +2,7 @@
 //! with a JSON body, sessions set `user_id`, and secrets stay out of logs.
 
 use multiweb_telemetry::testing::Exposition;
-use multiweb_tests::{http_request, start_marketplace};
+use multiweb_tests::{http_request, start_marketplace, start_marketplace_in};
 
 #[test]
 fn business_events_move_their_metrics() {
@@ -225,4 +225,41 @@ fn the_guides_logql_filters_select_the_right_lines() {
             .iter()
             .all(|l| l["timestamp"].is_string() && l["message"].is_string())
     );
+}
+
+/// A product created through the API is still there after the example
+/// restarts on its default database: SQLite, in `marketplace.db` under the
+/// working directory.
+#[test]
+fn a_product_survives_a_restart_on_sqlite() {
+    let dir = multiweb_tests::stack::temp_dir("sqlite-restart");
+    let app = start_marketplace_in(&dir, &[], &[]);
+    let created = http_request(
+        app.addr,
+        "POST",
+        "/api/v1/products/",
+        &[],
+        r#"{"name":"Sturdy Desk","price_cents":15900}"#,
+    );
+    assert_eq!(created.status, 201, "{}", created.body);
+    let id = serde_json::from_str::<serde_json::Value>(&created.body).unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let (status, _) = app.stop();
+    assert!(status.success(), "{status}");
+    assert!(dir.join("marketplace.db").is_file());
+
+    let app = start_marketplace_in(&dir, &[], &[]);
+    let read = app.get(&format!("/api/v1/products/{id}"), &[]);
+    assert_eq!(read.status, 200, "{}", read.body);
+    assert_eq!(
+        read.body,
+        format!(r#"{{"id":{id},"name":"Sturdy Desk","price_cents":15900}}"#)
+    );
+    let health: serde_json::Value = serde_json::from_str(&app.get("/health", &[]).body).unwrap();
+    assert_eq!(health["database"], "up");
+    assert_eq!(health["db.system"], "sqlite");
+    assert_eq!(health["cache"], "off");
+    drop(app);
+    let _ = std::fs::remove_dir_all(&dir);
 }

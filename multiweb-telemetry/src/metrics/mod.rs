@@ -94,6 +94,8 @@ impl Exporter {
         if let Some(panics) = crate::panic::count() {
             ::metrics::counter!(PANICS).absolute(panics);
         }
+        #[cfg(feature = "sqlx")]
+        crate::db::refresh_pool_gauges();
         self.handle.run_upkeep();
         let mut out = self.handle.render();
         crate::business::render(&mut out);
@@ -113,6 +115,16 @@ pub(crate) fn prometheus_builder(buckets: &Buckets) -> Result<PrometheusBuilder,
     let mut builder = PrometheusBuilder::new()
         .set_buckets(&buckets.default)
         .map_err(|_| invalid("histogram_buckets".to_owned()))?;
+    // Before the per-metric settings, which replace it.
+    #[cfg(feature = "sqlx")]
+    {
+        builder = builder
+            .set_buckets_for_metric(
+                Matcher::Full(crate::db::OPERATION_DURATION.to_owned()),
+                crate::db::DURATION_BUCKETS,
+            )
+            .map_err(|_| invalid("db buckets".to_owned()))?;
+    }
     for (metric, bounds) in &buckets.per_metric {
         builder = builder
             .set_buckets_for_metric(Matcher::Full(metric.clone()), bounds)
