@@ -6,6 +6,7 @@
 #
 #   bash scripts/bench-instructions.sh full_stack no_telemetry hand_made multiweb_keep_errors
 #   bash scripts/bench-instructions.sh http_layer no_layer axum_prometheus multiweb_metrics_only
+#   FEATURES=client bash scripts/bench-instructions.sh client reqwest multiweb_reqwest
 #   PER=sqlite3_step FEATURES=sqlx bash scripts/bench-instructions.sh db_query sqlx_fmt_default multiweb_instrumented
 #
 # Each contender runs twice under callgrind (criterion's --profile-time 2 and

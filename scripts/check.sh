@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy -p multiweb-telemetry --all-targets --features client -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 dups=$(cargo tree --workspace -d -e normal,build,dev --prefix none --format '{p}' \
   | awk '{print $1, $2}' | grep -E '^opentelemetry' | sort -u || true)

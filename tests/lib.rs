@@ -624,6 +624,12 @@ pub struct ExportedSpan {
     pub kind: String,
     /// `STATUS_CODE_UNSET`, `STATUS_CODE_ERROR`, …
     pub status: String,
+    /// The status description (empty when there is none).
+    pub status_message: String,
+    /// Start and end, in nanoseconds since the Unix epoch.
+    pub start_time: u64,
+    /// See `start_time`.
+    pub end_time: u64,
     /// Attributes as `(key, printed value)`, e.g. `("http.route", "Str(/x)")`.
     pub attributes: Vec<(String, String)>,
     /// The resource's attributes.
@@ -722,6 +728,9 @@ pub fn parse_rotel_spans(lines: &[String]) -> Vec<ExportedSpan> {
                 "Name" => span.name = value,
                 "Kind" => span.kind = value,
                 "Status code" => span.status = value,
+                "Status message" => span.status_message = value,
+                "Start time" => span.start_time = value.parse().unwrap_or_default(),
+                "End time" => span.end_time = value.parse().unwrap_or_default(),
                 _ => {}
             }
         }
@@ -894,6 +903,17 @@ impl Prometheus {
         Self::start_scraping(&Self::app_job(target), rules)
     }
 
+    /// [`Prometheus::start`], with command-line `flags` added (such as
+    /// `--enable-feature=exemplar-storage`, as `deploy/compose.yaml` starts
+    /// it). Prometheus 2.x asks targets for OpenMetrics first by default.
+    ///
+    /// # Panics
+    ///
+    /// If `prometheus` is missing or does not become ready.
+    pub fn start_with_flags(target: SocketAddr, rules: Option<&str>, flags: &[&str]) -> Self {
+        Self::start_scraping_with_flags(&Self::app_job(target), rules, flags)
+    }
+
     /// The `scrape_configs` entry [`Prometheus::start`] uses: job
     /// `multiweb-api` scraping `target` with `namespace="multiweb"`.
     pub fn app_job(target: SocketAddr) -> String {
@@ -911,6 +931,15 @@ impl Prometheus {
     ///
     /// If `prometheus` is missing or does not become ready.
     pub fn start_scraping(jobs: &str, rules: Option<&str>) -> Self {
+        Self::start_scraping_with_flags(jobs, rules, &[])
+    }
+
+    /// [`Prometheus::start_scraping`], with command-line `flags` added.
+    ///
+    /// # Panics
+    ///
+    /// If `prometheus` is missing or does not become ready.
+    pub fn start_scraping_with_flags(jobs: &str, rules: Option<&str>, flags: &[&str]) -> Self {
         let binary = require_tool("prometheus", "apt-get install -y prometheus");
         let dir = std::env::temp_dir().join(format!(
             "multiweb-prometheus-{}-{}",
@@ -936,6 +965,7 @@ impl Prometheus {
             .arg("--config.file=prometheus.yml")
             .arg("--storage.tsdb.path=data")
             .arg(format!("--web.listen-address={addr}"))
+            .args(flags)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -1002,6 +1032,27 @@ impl Prometheus {
             assert!(Instant::now() < deadline, "no data for {expr}");
             std::thread::sleep(Duration::from_millis(250));
         }
+    }
+
+    /// The exemplars of the series `expr` selects (`/api/v1/query_exemplars`
+    /// over the last hour): one entry per series, with its `seriesLabels`
+    /// and `exemplars` (each with `labels`, `value` and `timestamp`).
+    pub fn exemplars(&self, expr: &str) -> Vec<serde_json::Value> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("a clock after 1970")
+            .as_secs();
+        let path = format!(
+            "/api/v1/query_exemplars?query={}&start={}&end={}",
+            url_encode(expr),
+            now - 3600,
+            now + 60
+        );
+        let response = http_request(self.addr, "GET", &path, &[], "");
+        let answer: serde_json::Value = serde_json::from_str(&response.body)
+            .unwrap_or_else(|e| panic!("prometheus answered {}: {e}", response.body));
+        assert_eq!(answer["status"], "success", "{expr}: {answer}");
+        answer["data"].as_array().cloned().unwrap_or_default()
     }
 
     /// Every rule Prometheus loaded (`/api/v1/rules`), flattened out of
@@ -1077,4 +1128,187 @@ impl LogBuffer {
             .filter(|line| line["target"] == "multiweb_telemetry::http")
             .collect()
     }
+}
+
+/// An exemplar of an OpenMetrics exposition, with the sample it is on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExemplarLine {
+    /// The sample's name, e.g. `http_requests_total`.
+    pub sample: String,
+    /// The sample's labels, unescaped, in the order they appear.
+    pub labels: Vec<(String, String)>,
+    /// The exemplar's `trace_id` label.
+    pub trace_id: String,
+    /// The exemplar's `span_id` label.
+    pub span_id: String,
+    /// The exemplar's value.
+    pub value: f64,
+    /// The exemplar's timestamp, in seconds.
+    pub timestamp: f64,
+}
+
+impl ExemplarLine {
+    /// The value of the sample's label `name`.
+    pub fn label(&self, name: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Parses `{name="value",...}` (OpenMetrics escapes) at the start of `text`;
+/// returns the labels and what follows `}`.
+fn parse_label_set(text: &str) -> Option<(Vec<(String, String)>, &str)> {
+    let mut rest = text.strip_prefix('{')?;
+    let mut labels = Vec::new();
+    loop {
+        rest = rest.trim_start_matches(',');
+        if let Some(after) = rest.strip_prefix('}') {
+            return Some((labels, after));
+        }
+        let (name, after) = rest.split_once("=\"")?;
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let end = loop {
+            let (i, c) = chars.next()?;
+            match c {
+                '\\' => match chars.next()?.1 {
+                    'n' => value.push('\n'),
+                    other => value.push(other),
+                },
+                '"' => break i,
+                c => value.push(c),
+            }
+        };
+        labels.push((name.to_owned(), value));
+        rest = &after[end + 1..];
+    }
+}
+
+/// Every exemplar of the OpenMetrics exposition `text`.
+///
+/// # Panics
+///
+/// On an exemplar that is not `# {trace_id="…",span_id="…"} value timestamp`.
+pub fn exemplars_in(text: &str) -> Vec<ExemplarLine> {
+    let mut found = Vec::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((sample, exemplar)) = line.split_once(" # ") else {
+            continue;
+        };
+        let name_end = sample.find(['{', ' ']).unwrap_or(sample.len());
+        let (name, rest) = sample.split_at(name_end);
+        let labels = parse_label_set(rest).map_or_else(Vec::new, |(labels, _)| labels);
+        let (ids, rest) =
+            parse_label_set(exemplar).unwrap_or_else(|| panic!("exemplar labels in {line:?}"));
+        let id = |key: &str| {
+            ids.iter()
+                .find(|(k, _)| k == key)
+                .map_or_else(|| panic!("no {key} in {line:?}"), |(_, v)| v.clone())
+        };
+        assert_eq!(ids.len(), 2, "only trace_id and span_id: {line:?}");
+        let numbers: Vec<f64> = rest
+            .split_whitespace()
+            .map(|n| {
+                n.parse()
+                    .unwrap_or_else(|_| panic!("number {n:?} in {line:?}"))
+            })
+            .collect();
+        assert_eq!(numbers.len(), 2, "a value and a timestamp: {line:?}");
+        found.push(ExemplarLine {
+            sample: name.to_owned(),
+            labels,
+            trace_id: id("trace_id"),
+            span_id: id("span_id"),
+            value: numbers[0],
+            timestamp: numbers[1],
+        });
+    }
+    found
+}
+
+/// Runs `promtool` with `args`, `input` on its stdin; returns whether it
+/// succeeded, and its stdout and stderr together.
+fn promtool(args: &[&str], input: &str) -> (bool, String) {
+    let promtool = require_tool("promtool", "apt-get install -y prometheus");
+    let mut child = Command::new(promtool)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    child
+        .stdin
+        .take()
+        .expect("promtool stdin")
+        .write_all(input.as_bytes())
+        .expect("write to promtool");
+    let output = child.wait_with_output().expect("wait for promtool");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), report)
+}
+
+/// Lints a classic text exposition with `promtool check metrics`: `Ok`
+/// when promtool accepts it and reports no problem, else its report.
+pub fn promtool_check_metrics(text: &str) -> Result<(), String> {
+    match promtool(&["check", "metrics"], text) {
+        (true, report) if report.trim().is_empty() => Ok(()),
+        (_, report) => Err(report),
+    }
+}
+
+/// Checks an OpenMetrics exposition with Prometheus' own OpenMetrics parser,
+/// through `promtool tsdb create-blocks-from openmetrics` (`promtool check
+/// metrics` reads the classic format only, prometheus/prometheus#8932).
+/// Backfilling needs a timestamp on every sample, so the current time is
+/// added to each; nothing else is changed. `Ok` with promtool's report when
+/// the whole exposition was read.
+pub fn promtool_check_openmetrics(text: &str) -> Result<String, String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_secs();
+    let mut stamped = String::with_capacity(text.len() * 2);
+    for line in text.lines() {
+        if line.starts_with('#') {
+            stamped.push_str(line);
+        } else {
+            match line.split_once(" # ") {
+                Some((sample, exemplar)) => {
+                    let _ = write!(stamped, "{sample} {now} # {exemplar}");
+                }
+                None => {
+                    let _ = write!(stamped, "{line} {now}");
+                }
+            }
+        }
+        stamped.push('\n');
+    }
+    let dir = std::env::temp_dir().join(format!(
+        "multiweb-openmetrics-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let input = dir.join("exposition.txt");
+    std::fs::write(&input, stamped).expect("write the exposition");
+    let blocks = dir.join("blocks");
+    let (ok, report) = promtool(
+        &[
+            "tsdb",
+            "create-blocks-from",
+            "openmetrics",
+            input.to_str().expect("UTF-8 path"),
+            blocks.to_str().expect("UTF-8 path"),
+        ],
+        "",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    if ok { Ok(report) } else { Err(report) }
 }

@@ -22,22 +22,30 @@ use crate::business::{
     TRANSACTIONS_COMPLETED, USERS_REGISTERED,
 };
 use crate::cache::Cache;
+use crate::payment::{ChargeError, Payments};
 use crate::store::{Product, Store, StoreError};
 
 /// What the handlers share.
 pub(crate) struct App {
     pub(crate) store: Arc<Store>,
     pub(crate) cache: Option<Arc<Cache>>,
+    /// The payment service transactions are charged with.
+    payments: Payments,
     /// Session token -> user id. Tokens are never logged.
     sessions: Mutex<HashMap<String, u64>>,
     next_session: Mutex<u64>,
 }
 
 impl App {
-    pub(crate) fn new(store: Arc<Store>, cache: Option<Arc<Cache>>) -> AppState {
+    pub(crate) fn new(
+        store: Arc<Store>,
+        cache: Option<Arc<Cache>>,
+        payments: Payments,
+    ) -> AppState {
         Arc::new(Self {
             store,
             cache,
+            payments,
             sessions: Mutex::new(HashMap::new()),
             next_session: Mutex::new(0),
         })
@@ -63,6 +71,18 @@ impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         // Bad JSON or missing fields are the client's error: 4xx, never 500.
         Self(rejection.status(), rejection.body_text())
+    }
+}
+
+impl From<ChargeError> for ApiError {
+    fn from(error: ChargeError) -> Self {
+        match error {
+            ChargeError::Unavailable => Self(
+                StatusCode::BAD_GATEWAY,
+                "payment service unavailable".into(),
+            ),
+            ChargeError::Declined => Self(StatusCode::PAYMENT_REQUIRED, "payment declined".into()),
+        }
     }
 }
 
@@ -322,13 +342,20 @@ async fn complete_transaction(
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let Json(transaction) = body?;
     let user = user.and_then(|id| i64::try_from(id).ok());
+    let method = PaymentMethod::VALUES[transaction.method.index()];
+    // A call to the second service: its span, and the payment service's
+    // request span, are children of this request's span.
+    state
+        .payments
+        .charge(transaction.amount_cents, method)
+        .await?;
     state
         .store
         .record_transaction(
             user,
             transaction.product_id,
             cents(transaction.amount_cents)?,
-            PaymentMethod::VALUES[transaction.method.index()],
+            method,
         )
         .await?;
     TRANSACTIONS_COMPLETED.increment(&transaction.method);

@@ -12,11 +12,18 @@
 //! `REDIS_URL` (`redis://host:6379`), product reads go through a Redis
 //! cache. Both are instrumented: every query has a span and a sample in
 //! `db_client_operation_duration_seconds`.
+//!
+//! `POST /api/v1/transactions/` charges the transaction with a payment
+//! service the example starts itself on a 127.0.0.1 port of its own (see
+//! [`payment`]): a trace of that request shows the marketplace's span, the
+//! call's CLIENT span and the payment service's span, two services under
+//! one trace id.
 
 mod api;
 mod business;
 mod cache;
 mod demo_load;
+mod payment;
 mod peer;
 mod store;
 
@@ -89,7 +96,7 @@ impl Args {
 /// The database of `DATABASE_URL` (SQLite by default), migrated now if it
 /// answers, else as soon as it does, and the cache of `REDIS_URL`, if set.
 /// `None` when a URL is unusable (the error is logged).
-async fn open_stores() -> Option<api::AppState> {
+async fn open_stores(payments: payment::Payments) -> Option<api::AppState> {
     let url =
         std::env::var("DATABASE_URL").unwrap_or_else(|_| store::DEFAULT_DATABASE_URL.to_owned());
     let store = match store::Store::open(&url) {
@@ -115,7 +122,7 @@ async fn open_stores() -> Option<api::AppState> {
         },
         Err(_) => None,
     };
-    Some(api::App::new(store, cache))
+    Some(api::App::new(store, cache, payments))
 }
 
 fn report(err: &dyn std::error::Error) {
@@ -157,7 +164,15 @@ async fn main() -> ExitCode {
         }
     };
 
-    let Some(state) = open_stores().await else {
+    let stub = match payment::start() {
+        Ok(stub) => stub,
+        Err(err) => {
+            tracing::error!(error = %err, "no payment service");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(addr = %stub.addr, "payment stub listening");
+    let Some(state) = open_stores(payment::Payments::new(stub.addr)).await else {
         return ExitCode::FAILURE;
     };
     let app = api::router(state);
@@ -209,6 +224,7 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     };
+    stub.stop();
     tracing::info!("marketplace stopped");
     drop(telemetry);
     code

@@ -28,7 +28,9 @@
 //!
 //! - **Metrics** ([`metrics`](mod@metrics)): a global [`metrics`](::metrics) recorder
 //!   exporting the Prometheus text format, histograms as buckets, and the
-//!   standard `process_*` metrics refreshed at each scrape.
+//!   standard `process_*` metrics refreshed at each scrape; the OpenMetrics
+//!   format, with exemplars linking latency buckets to sampled traces, for
+//!   scrapes that ask for it.
 //! - **Business metrics** ([`business`]): `#[business_metric]` statics,
 //!   exported with the rest.
 //! - **Logs** ([`log`]): a global `tracing` subscriber writing one JSON object
@@ -37,6 +39,9 @@
 //!   endpoint is configured, with the guide's sampling strategy.
 //! - **HTTP** ([`http`]): the tower layer for RED metrics, request spans and
 //!   access log lines.
+//! - **Outgoing calls** (`client`, feature `client`): a CLIENT span,
+//!   trace propagation and `http_client_request_duration_seconds` for each
+//!   call of a hyper, tonic or reqwest client.
 //! - **Panics**: a panic hook that logs each panic as one JSON line at error
 //!   level, with the request's fields and trace ids, through the
 //!   non-blocking writer (never a blocking write to stderr), and counts it in
@@ -58,14 +63,18 @@
 //! | feature | default | what it enables |
 //! |---|---|---|
 //! | `sqlx` | no | the `db` module: a CLIENT span, the `db_client_operation_duration_seconds` histogram, slow-query and failed-query log lines for every query of a wrapped sqlx pool, and its connection gauges |
+//! | `client` | no | outgoing calls (`client::layer()` for tower clients such as hyper-util's and tonic's, `client::middleware()` for reqwest-middleware): a CLIENT span, `traceparent`, `http_client_request_duration_seconds`; pulls in reqwest 0.13 (without TLS) and reqwest-middleware 0.5 |
 //!
 //! Every other capability above is always on.
 
 pub mod business;
+#[cfg(feature = "client")]
+pub mod client;
 mod config;
 #[cfg(feature = "sqlx")]
 pub mod db;
 mod error;
+mod exemplar;
 mod guard;
 pub mod http;
 mod labels;
@@ -151,6 +160,7 @@ impl TelemetryBuilder {
             .map(|recorder| {
                 crate::metrics::install(
                     recorder,
+                    &config.buckets,
                     config.process_metrics,
                     logs.as_ref().map(|logs| logs.dropped.clone()),
                 )

@@ -3,7 +3,8 @@
 //! [`MetricsCapture`] is a recorder local to one test, configured like the
 //! one [`init`](crate::init) installs (same histogram buckets), so tests run
 //! in parallel without seeing each other's metrics. [`Exposition`] parses the
-//! Prometheus text format, to look values up by name and labels.
+//! Prometheus text format (and the OpenMetrics one, without its exemplars),
+//! to look values up by name and labels.
 //!
 //! ```
 //! use multiweb_telemetry::testing::MetricsCapture;
@@ -79,6 +80,24 @@ impl MetricsCapture {
         let mut out = self.handle.render();
         crate::business::render(&mut out);
         out
+    }
+
+    /// The same exposition in the OpenMetrics text format, as `/metrics`
+    /// answers a scrape that asks for it: with the exemplars recorded so
+    /// far (they are process-wide too, and appear on the samples of this
+    /// capture whose name and labels they were recorded with).
+    ///
+    /// ```
+    /// use multiweb_telemetry::testing::MetricsCapture;
+    ///
+    /// let capture = MetricsCapture::new();
+    /// capture.run(|| metrics::counter!("orders_total").increment(1));
+    /// let text = capture.render_openmetrics();
+    /// assert!(text.contains("# TYPE orders counter\norders_total 1\n"));
+    /// assert!(text.ends_with("# EOF\n"));
+    /// ```
+    pub fn render_openmetrics(&self) -> String {
+        crate::metrics::openmetrics_of(&self.render())
     }
 
     /// The parsed exposition of what was recorded.

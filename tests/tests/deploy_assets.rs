@@ -246,12 +246,34 @@ fn every_alert_has_firing_and_quiet_unit_tests() {
     assert_eq!(quiet, expected_alerts(), "alerts without a quiet test");
 }
 
+/// The scrape protocols of the API's job, in order.
+const SCRAPE_PROTOCOLS: &str =
+    "    scrape_protocols: [OpenMetricsText1.0.0, OpenMetricsText0.0.1, PrometheusText0.0.4]\n";
+
 #[test]
 fn prometheus_config_is_valid_and_labels_the_app() {
     let promtool = require_tool("promtool", PROMTOOL_HINT);
+    // The compose stack's Prometheus reads `scrape_protocols` (2.49 and
+    // later); Debian's promtool (2.42) predates it and rejects the field, so
+    // it checks the file without that one line, next to the rules it loads.
+    let config = read("deploy/prometheus/prometheus.yml");
+    assert_eq!(
+        config.matches(SCRAPE_PROTOCOLS).count(),
+        1,
+        "the API's job asks for OpenMetrics first, exactly as {SCRAPE_PROTOCOLS:?}"
+    );
+    let dir = scratch("prometheus-config");
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        config.replace(SCRAPE_PROTOCOLS, ""),
+    )
+    .expect("write the config");
+    std::fs::write(dir.join("alerts.yml"), read("deploy/prometheus/alerts.yml"))
+        .expect("write the rules");
+    let checked = dir.join("prometheus.yml");
     let out = run_ok(
         &promtool,
-        &["check", "config", "deploy/prometheus/prometheus.yml"],
+        &["check", "config", checked.to_str().expect("UTF-8 path")],
     );
     assert!(
         out.contains("is valid prometheus config file syntax"),
@@ -273,6 +295,7 @@ fn prometheus_config_is_valid_and_labels_the_app() {
         "metrics_path: /metrics",
         "\"multiweb-api:8080\"",
         "namespace: multiweb",
+        SCRAPE_PROTOCOLS,
     ] {
         assert!(app_job.contains(needle), "the app's job lacks {needle:?}");
     }
@@ -389,6 +412,27 @@ fn compose_file_is_valid_with_pinned_images() {
             "compose.yaml does not publish {port}"
         );
     }
+    // Prometheus keeps exemplars, and is recent enough for `scrape_protocols`.
+    let prometheus: String = resolved
+        .lines()
+        .skip_while(|line| *line != "  prometheus:")
+        .skip(1)
+        .take_while(|line| line.starts_with("    ") || line.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        prometheus.contains("--enable-feature=exemplar-storage"),
+        "Prometheus does not keep exemplars:\n{prometheus}"
+    );
+    let version = images
+        .iter()
+        .find_map(|image| image.strip_prefix("prom/prometheus:v"))
+        .expect("a pinned prom/prometheus image");
+    let numbers: Vec<u32> = version.split('.').filter_map(|n| n.parse().ok()).collect();
+    assert!(
+        numbers.as_slice() >= [2, 49].as_slice(),
+        "prom/prometheus:v{version} predates scrape_protocols (2.49)"
+    );
     let alloy = read("deploy/alloy/config.alloy");
     assert!(
         alloy.contains("\"app\"      = \"multiweb-api\""),
@@ -488,6 +532,45 @@ fn dashboards_have_the_guide_panels_and_namespace_variable() {
     }
 }
 
+/// The latency panels of the API and Overview dashboards show exemplars:
+/// a time series panel with exemplars on for a query of the duration
+/// buckets (the only series that carry them).
+#[test]
+fn latency_panels_show_exemplars() {
+    let dashboards = dashboards();
+    for (file, title) in [
+        (
+            "api-performance.json",
+            "Response Time by Endpoint (P50, P95, P99)",
+        ),
+        ("application-overview.json", "Avg Response Time"),
+    ] {
+        let (_, json) = dashboards
+            .iter()
+            .find(|(f, _)| *f == file)
+            .expect("a shipped dashboard");
+        let panel = json["panels"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["title"] == title)
+            .unwrap_or_else(|| panic!("{file}: no {title} panel"));
+        assert_eq!(panel["type"], "timeseries", "{file}: {title} shows no dots");
+        let with_exemplars: Vec<&str> = panel["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| t["exemplar"] == true)
+            .filter_map(|t| t["expr"].as_str())
+            .collect();
+        assert_eq!(with_exemplars.len(), 1, "{file}: {title}: one set of dots");
+        assert!(
+            with_exemplars[0].contains("http_request_duration_seconds_bucket{"),
+            "{file}: {title}: exemplars are on the buckets: {with_exemplars:?}"
+        );
+    }
+}
+
 #[test]
 fn every_dashboard_expression_parses() {
     let promtool = require_tool("promtool", PROMTOOL_HINT);
@@ -532,6 +615,17 @@ fn grafana_provisions_the_three_data_sources() {
             "{kind} data source: {block}"
         );
     }
+    // A latency bucket's exemplar opens its trace in Tempo.
+    let prometheus = sources
+        .split("\n  - name: ")
+        .find(|b| b.contains("\n    type: prometheus\n"))
+        .expect("the prometheus data source");
+    assert!(
+        prometheus.contains(
+            "      exemplarTraceIdDestinations:\n        - name: trace_id\n          datasourceUid: tempo\n"
+        ),
+        "exemplars do not link to Tempo: {prometheus}"
+    );
     let providers = read("deploy/grafana/provisioning/dashboards/dashboards.yaml");
     assert!(
         providers.contains("path: /var/lib/grafana/dashboards"),
@@ -600,6 +694,7 @@ fn kubernetes_prometheus_rule_is_generated_from_alerts() {
         "kind: ServiceMonitor\n",
         "app.kubernetes.io/name: multiweb-api\n",
         "path: /metrics\n",
+        "  scrapeProtocols:\n    - OpenMetricsText1.0.0\n    - OpenMetricsText0.0.1\n    - PrometheusText0.0.4\n",
     ] {
         assert!(monitor.contains(needle), "ServiceMonitor lacks {needle:?}");
     }

@@ -1,11 +1,13 @@
 //! The foundation, checked on the real output of the example application:
-//! `/metrics` (with promtool), the JSON log lines, and configuration errors.
+//! `/metrics` in both formats (with promtool), the JSON log lines, and
+//! configuration errors.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
+use multiweb_telemetry::DEFAULT_BUCKETS;
 use multiweb_telemetry::testing::Exposition;
-use multiweb_tests::{http_request, require_tool, run_marketplace_to_exit, start_marketplace};
+use multiweb_tests::{
+    exemplars_in, http_request, promtool_check_metrics, promtool_check_openmetrics,
+    run_marketplace_to_exit, start_marketplace,
+};
 
 const PROCESS_METRICS: [(&str, &str); 7] = [
     ("process_cpu_seconds_total", "counter"),
@@ -77,31 +79,117 @@ fn metrics_endpoint_serves_process_metrics_that_promtool_accepts() {
         "the metrics endpoint is not recorded"
     );
 
-    let promtool = require_tool("promtool", "apt-get install -y prometheus");
-    let mut check = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run promtool");
-    check
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(response.body.as_bytes())
-        .unwrap();
-    let output = check.wait_with_output().unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+    if let Err(report) = promtool_check_metrics(&response.body) {
+        panic!("promtool check metrics reports problems:\n{report}");
+    }
+}
+
+/// What Prometheus 2.x sends by default.
+const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,\
+    application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+#[test]
+fn metrics_endpoint_answers_openmetrics_to_who_asks_for_it() {
+    let app = start_marketplace(&[], &[]);
+    assert_eq!(app.get("/api/v1/products/", &[]).status, 200);
+    assert_eq!(app.get("/api/v1/debug/error", &[]).status, 500);
+    let classic = app.get("/metrics", &[("accept", "text/plain")]);
+    let response = app.get("/metrics", &[("accept", PROMETHEUS_ACCEPT)]);
+    assert_eq!(response.status, 200);
+    assert_eq!(
+        response.header("content-type"),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    );
+    let text = &response.body;
+    assert!(text.ends_with("\n# EOF\n"), "{text}");
+    assert!(
+        !text.lines().any(str::is_empty),
+        "no blank lines in OpenMetrics:\n{text}"
+    );
+    for family in [
+        // Counters are named without `_total`; their samples keep it.
+        "# TYPE http_requests counter\n# HELP http_requests ",
+        "# TYPE http_request_duration_seconds histogram\n\
+         # UNIT http_request_duration_seconds seconds\n\
+         # HELP http_request_duration_seconds ",
+        "# TYPE process_cpu_seconds counter\n# UNIT process_cpu_seconds seconds\n",
+        "# TYPE process_resident_memory_bytes gauge\n# UNIT process_resident_memory_bytes bytes\n",
+        "# TYPE multiweb_products_created counter\n\
+         # HELP multiweb_products_created Total number of products created\n\
+         multiweb_products_created_total 0\n",
+        "# TYPE multiweb_telemetry_log_lines_dropped counter\n",
+    ] {
+        assert!(text.contains(family), "{family:?} in:\n{text}");
+    }
+
+    // The same series as the classic answer, from the same registry.
+    let ours = Exposition::parse(text);
+    let theirs = Exposition::parse(&classic.body);
+    assert_eq!(ours.samples.len(), theirs.samples.len());
+    let labels = [
+        ("method", "GET"),
+        ("path", "/api/v1/debug/error"),
+        ("status", "500"),
+    ];
+    assert_eq!(ours.value("http_requests_total", &labels), Some(1.0));
+    let mut bucket = labels.to_vec();
+    bucket.push(("le", "1.0"));
+    assert_eq!(
+        ours.value("http_request_duration_seconds_bucket", &bucket),
+        Some(1.0),
+        "`le` is a canonical number: 1.0, not 1"
+    );
+
+    // The default sampler keeps every trace: each request left its ids on
+    // its bucket and its counter, and only in this format.
+    let access = app.wait_json(|v| v["target"] == "multiweb_telemetry::http" && v["status"] == 500);
+    let exemplars = exemplars_in(text);
+    let on_error: Vec<_> = exemplars
+        .iter()
+        .filter(|e| e.label("path") == Some("/api/v1/debug/error"))
+        .collect();
+    assert_eq!(
+        on_error.len(),
+        2,
+        "the bucket and the counter: {on_error:#?}"
+    );
+    for exemplar in &on_error {
+        assert_eq!(exemplar.trace_id, access["trace_id"].as_str().unwrap());
+        assert_eq!(exemplar.span_id, access["span_id"].as_str().unwrap());
+    }
+    let (counter, bucket) = match on_error[..] {
+        [a, b] if a.sample == "http_requests_total" => (a, b),
+        [a, b] => (b, a),
+        _ => unreachable!(),
+    };
+    assert_eq!(counter.value, 1.0);
+    assert_eq!(bucket.sample, "http_request_duration_seconds_bucket");
+    assert_eq!(bucket.value, access["duration"].as_f64().unwrap());
+    let first_holding = DEFAULT_BUCKETS
+        .iter()
+        .copied()
+        .find(|bound| *bound >= bucket.value)
+        .unwrap_or(f64::INFINITY);
+    assert_eq!(
+        bucket.label("le").and_then(|le| le.parse::<f64>().ok()),
+        Some(first_holding),
+        "on the bucket that counts it: {bucket:?}"
     );
     assert!(
-        output.status.success(),
-        "promtool check metrics failed:\n{report}"
+        !classic
+            .body
+            .lines()
+            .any(|l| !l.starts_with('#') && l.contains(" # ")),
+        "the classic answer has no exemplars:\n{}",
+        classic.body
     );
-    assert_eq!(report.trim(), "", "promtool reports problems");
+    if let Err(report) = promtool_check_openmetrics(text) {
+        panic!("Prometheus' OpenMetrics parser rejects the answer:\n{report}\n{text}");
+    }
+    assert!(
+        promtool_check_openmetrics(&text.replace("# EOF\n", "")).is_err(),
+        "the check can fail"
+    );
 }
 
 #[test]

@@ -869,3 +869,63 @@ fn pass_through_app() -> Router {
         )
         .layer(multiweb_telemetry::http::layer())
 }
+
+/// The request span ends when the response body has been sent, as
+/// `http_request_duration_seconds` measures, not when the handler returns:
+/// a span opened between the response's headers and its body starts before
+/// the request span ends, on both paths.
+#[test]
+fn the_request_span_covers_the_response_body() {
+    for (service, builder) in [
+        ("body-default", Telemetry::builder()),
+        (
+            "body-direct",
+            Telemetry::builder().bridge_request_spans(false),
+        ),
+    ] {
+        let collector = collector();
+        let (dispatch, guard) = builder
+            .service_name(service)
+            .log_writer(std::io::sink())
+            .otlp_endpoint(format!("http://{}", collector.grpc))
+            .otlp_protocol(OtlpProtocol::Grpc)
+            .sampler(TraceSampler::AlwaysOn)
+            .build_dispatch()
+            .unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        tracing::dispatcher::with_default(&dispatch, || {
+            runtime.block_on(async {
+                let response = app()
+                    .oneshot(Request::get("/s/traceparent").body(Body::empty()).unwrap())
+                    .await
+                    .unwrap();
+                tracing::warn_span!("between_headers_and_body").in_scope(|| {});
+                response.into_body().collect().await.unwrap();
+            });
+            tracing::warn_span!("sentinel").in_scope(|| {});
+        });
+        drop(dispatch);
+        drop(guard);
+        let ours = format!("Str({service})");
+        let ours = |s: &ExportedSpan| s.resource_attribute("service.name") == Some(&ours[..]);
+        let spans =
+            collector.wait_for(|spans| spans.iter().any(|s| s.name == "sentinel" && ours(s)));
+        let find = |name: &str| {
+            spans
+                .iter()
+                .find(|s| s.name == name && ours(s))
+                .unwrap_or_else(|| panic!("{service}: no {name} in {spans:#?}"))
+        };
+        let server = find("GET /s/traceparent");
+        let between = find("between_headers_and_body");
+        assert!(
+            server.end_time >= between.start_time,
+            "{service}: the request span ended at {} before the body was sent ({})",
+            server.end_time,
+            between.start_time
+        );
+    }
+}

@@ -2,20 +2,27 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use super::Family;
 use super::meta::Meta;
+use crate::exemplar::{SeriesExemplars, SpanIds};
 
 /// A histogram declared with `#[business_metric]` (`buckets = [...]`, in the
 /// metric's base unit; the crate's default latency buckets otherwise).
-/// Recording is a bucket search and two atomic updates.
+/// Recording is a bucket search, two atomic updates and a check of the
+/// current span.
+///
+/// Recorded inside a span whose trace is sampled, it keeps the span's ids
+/// as the exemplar of the bucket that counts the value, in the OpenMetrics
+/// answer of `/metrics` (the newest replaces the old).
 #[derive(Debug)]
 pub struct Histogram {
     meta: &'static Meta,
     bounds: &'static [f64],
     /// One per bound, then `+Inf`; then the sum (f64 bits) and the count.
     slots: &'static [AtomicU64],
+    exemplars: OnceLock<Arc<SeriesExemplars>>,
 }
 
 impl Histogram {
@@ -30,6 +37,7 @@ impl Histogram {
             meta,
             bounds,
             slots,
+            exemplars: OnceLock::new(),
         }
     }
 
@@ -49,6 +57,20 @@ impl Histogram {
                 Some((f64::from_bits(bits) + value).to_bits())
             });
         }
+        if let Some(ids) = SpanIds::current_sampled() {
+            self.keep_exemplar(ids, value);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn keep_exemplar(&self, ids: SpanIds, value: f64) {
+        self.exemplars
+            .get_or_init(|| {
+                let histogram = Some((self.meta.name, Arc::from(self.bounds)));
+                SeriesExemplars::register(histogram, None, Vec::new())
+            })
+            .observe(ids, value);
     }
 
     /// The number of observations.

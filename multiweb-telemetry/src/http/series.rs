@@ -4,6 +4,10 @@
 //! lookup by metric name: each axum route gets its own service, which keeps
 //! the series of the route it serves; the method picks an array slot; the
 //! status is found in a short array of slots filled once.
+//!
+//! Each `(method, path, status)` series also registers its exemplar slots
+//! (one per duration bucket, one for the request counter; see
+//! [`crate::exemplar`]), filled by the requests whose trace is sampled.
 
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
@@ -13,6 +17,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use metrics::{Counter, Gauge, Histogram, Label};
 use rustc_hash::FxHasher;
 
+use crate::exemplar::{SeriesExemplars, SpanIds, bounds_for};
 use crate::labels::{Method, OVERFLOW_PATH};
 
 /// Name of the request counter.
@@ -67,12 +72,17 @@ struct StatusSeries {
     status: u16,
     requests: Counter,
     duration: Histogram,
+    exemplars: Arc<SeriesExemplars>,
 }
 
 impl StatusSeries {
-    fn record(&self, seconds: f64) {
+    /// Records a request, and its exemplar when its trace is `sampled`.
+    fn record(&self, seconds: f64, sampled: Option<SpanIds>) {
         self.requests.increment(1);
         self.duration.record(seconds);
+        if let Some(ids) = sampled {
+            self.exemplars.observe_and_count(ids, seconds);
+        }
     }
 }
 
@@ -115,33 +125,45 @@ impl RouteSeries {
         self.series(method, cache).0.in_flight.decrement(1.0);
     }
 
-    /// Counts one finished request and records its duration.
-    pub(crate) fn record(&self, method: Method, status: u16, seconds: f64, cache: &SeriesCache) {
+    /// Counts one finished request and records its duration, with an
+    /// exemplar when its trace is `sampled`.
+    pub(crate) fn record(
+        &self,
+        method: Method,
+        status: u16,
+        seconds: f64,
+        sampled: Option<SpanIds>,
+        cache: &SeriesCache,
+    ) {
         let (series, diverted) = self.series(method, cache);
         series.in_flight.decrement(1.0);
         if diverted {
             cache.count_overflow();
         }
         if let Some(found) = series.find(status) {
-            found.record(seconds);
+            found.record(seconds, sampled);
             return;
         }
         if diverted || self.is_overflow {
-            series.insert(method, OVERFLOW_PATH, status).record(seconds);
+            series
+                .insert(method, OVERFLOW_PATH, status)
+                .record(seconds, sampled);
             return;
         }
         if cache.reserve(&cache.status_sets) {
-            series.insert(method, &self.path, status).record(seconds);
+            series
+                .insert(method, &self.path, status)
+                .record(seconds, sampled);
             return;
         }
         cache.count_overflow();
         let overflow = cache.overflow_route();
         let (series, _) = overflow.series(method, cache);
         match series.find(status) {
-            Some(found) => found.record(seconds),
+            Some(found) => found.record(seconds, sampled),
             None => series
                 .insert(method, &overflow.path, status)
-                .record(seconds),
+                .record(seconds, sampled),
         }
     }
 }
@@ -202,10 +224,19 @@ impl MethodSeries {
             Label::new("path", path.to_owned()),
             Label::new("status", status.to_string()),
         ];
+        let exemplars = SeriesExemplars::register(
+            Some((REQUEST_DURATION, bounds_for(REQUEST_DURATION))),
+            Some(REQUESTS_TOTAL),
+            labels
+                .iter()
+                .map(|label| (label.key().to_owned().into(), label.value().to_owned()))
+                .collect(),
+        );
         let series = StatusSeries {
             status,
             requests: metrics::counter!(REQUESTS_TOTAL, labels.iter()),
             duration: metrics::histogram!(REQUEST_DURATION, labels.iter()),
+            exemplars,
         };
         // Under `inserting`, nobody else fills a slot: the first empty one is ours.
         if let Some(slot) = self.slots.iter().find(|slot| slot.get().is_none()) {
@@ -314,7 +345,7 @@ mod tests {
             for status in (200..220).chain(200..220) {
                 let get = Method::of(&http::Method::GET);
                 route.start(get, &cache);
-                route.record(get, status, 0.01, &cache);
+                route.record(get, status, 0.01, None, &cache);
             }
         });
         let m = capture.exposition();
@@ -339,7 +370,7 @@ mod tests {
             for status in [200, 201, 202, 203] {
                 let post = Method::of(&http::Method::POST);
                 route.start(post, &cache);
-                route.record(post, status, 0.01, &cache);
+                route.record(post, status, 0.01, None, &cache);
             }
         });
         let m = capture.exposition();

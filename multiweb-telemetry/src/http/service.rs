@@ -11,7 +11,7 @@ use super::future::ResponseFuture;
 use super::settings::ServiceState;
 use super::state::{RequestState, Route, Series, SpanAndUri};
 use crate::labels::{Method, UNMATCHED_PATH};
-use crate::request_span::{RequestInfo, RequestSpan, RequestSpanLayer};
+use crate::request_span::{Entered, RequestInfo, RequestSpan, RequestSpanLayer};
 
 /// The service made by [`TelemetryLayer`](super::TelemetryLayer).
 #[derive(Debug, Clone)]
@@ -100,14 +100,22 @@ where
                 };
                 (request.uri().clone(), route)
             });
-            Box::new(SpanAndUri { span, access })
+            Box::new(SpanAndUri {
+                span,
+                access,
+                sampled: None,
+            })
         });
 
-        let state = RequestState::new(Arc::clone(service), start, method, series, span);
-        let future = {
-            let _entered = state.span.as_ref().map(|span| span.span.enter());
-            self.inner.call(request)
+        let mut state = RequestState::new(Arc::clone(service), start, method, series, span);
+        let (future, sampled) = {
+            let entered = state.span.as_ref().map(|span| span.span.enter());
+            let sampled = entered.as_ref().and_then(Entered::sampled_ids);
+            (self.inner.call(request), sampled)
         };
+        if let (Some(ids), Some(span)) = (sampled, state.span.as_deref_mut()) {
+            span.sampled = Some(ids);
+        }
         ResponseFuture::new(future, Some(state))
     }
 }

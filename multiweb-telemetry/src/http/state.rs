@@ -10,6 +10,7 @@ use http::Uri;
 
 use super::series::RouteSeries;
 use super::settings::ServiceState;
+use crate::exemplar::SpanIds;
 use crate::labels::Method;
 use crate::request_span::{AccessLine, RequestSpan};
 
@@ -49,6 +50,8 @@ pub(crate) struct SpanAndUri {
     pub(crate) span: RequestSpan,
     /// The request URI and its route, kept only when the access log is on.
     pub(crate) access: Option<(Uri, Option<Route>)>,
+    /// The span's ids when its trace is sampled, for the metrics' exemplars.
+    pub(crate) sampled: Option<SpanIds>,
 }
 
 /// One request in flight. Finishing it records the metrics and writes the
@@ -118,11 +121,24 @@ impl RequestState {
         let status = if self.status == 0 { 500 } else { self.status };
         let seconds = self.start.elapsed().as_secs_f64();
         if let Some(route) = self.route() {
-            route.record(self.method, status, seconds, &self.service.layer.series);
+            let sampled = self.span.as_deref().and_then(|span| match span.sampled {
+                Some(ids) => Some(ids),
+                // Kept by the guide's "keep every error" rule, though unsampled.
+                None if status >= 500 => span.span.kept_error_ids(),
+                None => None,
+            });
+            route.record(
+                self.method,
+                status,
+                seconds,
+                sampled,
+                &self.service.layer.series,
+            );
         }
         if let Some(SpanAndUri {
             span,
             access: Some((uri, route)),
+            ..
         }) = self.span.as_deref()
         {
             let levels = &self.service.layer.settings.levels;

@@ -7,6 +7,38 @@
 //! never as summaries; the default bounds are
 //! [`DEFAULT_BUCKETS`](crate::DEFAULT_BUCKETS).
 //!
+//! # OpenMetrics and exemplars
+//!
+//! A scrape whose `Accept` header prefers `application/openmetrics-text`
+//! (Prometheus asks for it first by default) gets the same series in the
+//! OpenMetrics text format 1.0.0 (`Content-Type: application/openmetrics-text;
+//! version=1.0.0; charset=utf-8`), ending in `# EOF`; any other request gets
+//! the classic text format. Only the OpenMetrics answer carries exemplars,
+//! which link a histogram bucket or a counter to a trace:
+//!
+//! ```text
+//! http_request_duration_seconds_bucket{method="GET",path="/api/v1/products/",status="200",le="0.5"} 1021 # {trace_id="4bf92f3577b34da6a3ce929d0e0e4736",span_id="00f067aa0ba902b7"} 0.31 1764859200.123
+//! ```
+//!
+//! - `http_request_duration_seconds_bucket` and `http_requests_total` carry
+//!   the newest exemplar of each bucket and series, from requests whose
+//!   trace is sampled, and from 5xx requests the guide's "keep every error"
+//!   rule keeps (see [`crate::trace`]): an exemplar never names a trace that
+//!   sampling dropped (with no OTLP endpoint configured, sampled traces are
+//!   made but sent nowhere, and so are the ones exemplars name).
+//! - `#[business_metric]` counters and histograms carry one when they are
+//!   recorded inside a sampled span ([`crate::business`]).
+//!
+//! An unsampled request or event pays one read of the current OpenTelemetry
+//! context and a branch. Prometheus stores exemplars when started with
+//! `--enable-feature=exemplar-storage`; Grafana shows them on panels with
+//! exemplars on, each linked to its trace (the shipped `deploy/` stack does
+//! both).
+//!
+//! The OpenMetrics answer is a conversion of the classic one; the
+//! conversion and its reasons are described in the source of the
+//! `metrics::openmetrics` module.
+//!
 //! `/metrics` can be served two ways:
 //!
 //! - mount [`metrics_service`] on the application's router:
@@ -27,7 +59,9 @@
 //! (`process_cpu_seconds_total`, `process_resident_memory_bytes`, …) and the
 //! crate's own counters, such as `multiweb_telemetry_log_lines_dropped_total`.
 
+mod format;
 mod listener;
+mod openmetrics;
 mod process;
 mod service;
 
@@ -45,6 +79,7 @@ pub use service::MetricsService;
 
 use crate::Error;
 use crate::config::Buckets;
+use crate::exemplar;
 
 /// Name of the counter of log lines dropped because stdout could not keep up.
 pub const LOG_LINES_DROPPED: &str = "multiweb_telemetry_log_lines_dropped_total";
@@ -104,6 +139,17 @@ impl Exporter {
         }
         out
     }
+
+    /// The same exposition in the OpenMetrics text format, with exemplars.
+    pub(crate) fn render_openmetrics(&self) -> String {
+        openmetrics_of(&self.render())
+    }
+}
+
+/// The OpenMetrics exposition of the classic exposition `classic`, with the
+/// exemplars recorded so far.
+pub(crate) fn openmetrics_of(classic: &str) -> String {
+    openmetrics::convert(classic, &mut exemplar::Index::collect())
 }
 
 /// A `PrometheusBuilder` with the crate's bucket settings.
@@ -138,14 +184,17 @@ pub(crate) fn build_recorder(buckets: &Buckets) -> Result<PrometheusRecorder, Er
     Ok(prometheus_builder(buckets)?.build_recorder())
 }
 
-/// Installs `recorder` as the global recorder and makes it the one `/metrics` serves.
+/// Installs `recorder`, built with `buckets`, as the global recorder and
+/// makes it the one `/metrics` serves.
 pub(crate) fn install(
     recorder: PrometheusRecorder,
+    buckets: &Buckets,
     process_metrics: bool,
     dropped_logs: Option<crate::log::DroppedLines>,
 ) -> Result<(Arc<Exporter>, Upkeep), Error> {
     let handle = recorder.handle();
     ::metrics::set_global_recorder(recorder).map_err(|_| Error::RecorderAlreadySet)?;
+    exemplar::set_buckets(buckets);
     ::metrics::describe_counter!(
         LOG_LINES_DROPPED,
         "Log lines dropped because the log output could not keep up."

@@ -8,11 +8,12 @@ use std::task::{Context, Poll};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 
 use super::Exporter;
+use super::format::Format;
 
-/// The content type of the Prometheus text exposition format.
-const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// A [`tower::Service`] answering any request with the Prometheus text exposition.
+/// A [`tower::Service`] answering any request with the Prometheus text
+/// exposition: in the OpenMetrics text format, with exemplars, when the
+/// `Accept` header prefers `application/openmetrics-text`, else in the
+/// classic text format (see [`metrics`](super#openmetrics-and-exemplars)).
 ///
 /// Create it with [`metrics_service`](super::metrics_service) or
 /// [`TelemetryGuard::metrics_service`](crate::TelemetryGuard::metrics_service)
@@ -69,10 +70,16 @@ impl MetricsService {
         constant_time_eq(given, expected.as_bytes())
     }
 
-    fn respond(&self) -> Response<String> {
+    fn respond(&self, format: Format) -> Response<String> {
         let exporter = self.exporter.as_ref().or_else(|| super::installed());
         let (status, body, content_type) = match exporter {
-            Some(exporter) => (StatusCode::OK, exporter.render(), CONTENT_TYPE),
+            Some(exporter) => {
+                let body = match format {
+                    Format::Classic => exporter.render(),
+                    Format::OpenMetrics => exporter.render_openmetrics(),
+                };
+                (StatusCode::OK, body, format.content_type())
+            }
             None => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "telemetry is not initialized: call multiweb_telemetry::init() first\n".to_owned(),
@@ -106,7 +113,7 @@ impl<B> tower::Service<Request<B>> for MetricsService {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             return ready(Ok(response));
         }
-        ready(Ok(self.respond()))
+        ready(Ok(self.respond(Format::negotiate(request.headers()))))
     }
 }
 

@@ -49,7 +49,7 @@ use std::borrow::Cow;
 use std::sync::OnceLock;
 
 use http::HeaderMap;
-use opentelemetry::trace::Status;
+use opentelemetry::trace::{Status, TraceContextExt};
 use tracing::field::{Empty, Value};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::registry::LookupSpan;
@@ -58,6 +58,7 @@ pub(crate) use access::AccessLine;
 pub(crate) use direct::RouteCache;
 pub(crate) use layer::{BridgeFilter, RequestSpanLayer};
 
+use crate::exemplar::SpanIds;
 use crate::labels::Method;
 use layer::Mode;
 
@@ -109,6 +110,22 @@ pub(crate) struct RequestSpan {
 pub(crate) struct Entered<'a> {
     _span: tracing::span::Entered<'a>,
     _context: Option<direct::Attached>,
+}
+
+impl Entered<'_> {
+    /// The request span's ids, if its trace is sampled. Entering attached
+    /// the span's OpenTelemetry context (the bridge's context activation, or
+    /// the direct path's own attach), so this reads the current context, a
+    /// thread-local, without looking the span up. Under another subscriber
+    /// without such a bridge, the current context is whatever the caller
+    /// attached.
+    #[allow(
+        clippy::unused_self,
+        reason = "true only while the span is entered, which `self` stands for"
+    )]
+    pub(crate) fn sampled_ids(&self) -> Option<SpanIds> {
+        SpanIds::current_sampled()
+    }
 }
 
 impl RequestSpan {
@@ -194,6 +211,26 @@ impl RequestSpan {
         }
     }
 
+    /// The ids of a span recorded though its trace is not sampled (the
+    /// guide's "keep every error" rule, see [`crate::trace`]), for a 5xx
+    /// response: [`init`](crate::init)'s span processor exports the traces
+    /// of such spans, whose status the response made Error. `None` under
+    /// another subscriber, whose processor may not.
+    pub(crate) fn kept_error_ids(&self) -> Option<SpanIds> {
+        let bridged;
+        let cx = match &self.kind {
+            Kind::Own(cx) => cx,
+            Kind::Bridged => {
+                bridged = self.span.context();
+                &bridged
+            }
+            Kind::Foreign => return None,
+        };
+        let span = cx.span();
+        let ids = span.span_context();
+        (span.is_recording() && ids.is_valid() && !ids.is_remote()).then(|| SpanIds::of(ids))
+    }
+
     /// Writes the request's access line, a child of the span (see
     /// [`AccessLine`]).
     pub(crate) fn access_line(&self, line: &AccessLine<'_>) {
@@ -202,9 +239,15 @@ impl RequestSpan {
 }
 
 impl Drop for RequestSpan {
+    /// Dropped when the response has been sent (or dropped): the span ends
+    /// now, as `http_request_duration_seconds` measures, not at the
+    /// handler's last poll.
     fn drop(&mut self) {
-        if let Kind::Own(cx) = &self.kind {
-            direct::end(cx);
+        match &self.kind {
+            Kind::Own(cx) => direct::end(cx),
+            // `tracing-opentelemetry` ends a span at its last exit: one more
+            // enter and exit make that now.
+            Kind::Bridged | Kind::Foreign => drop(self.span.enter()),
         }
     }
 }

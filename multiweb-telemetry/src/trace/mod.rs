@@ -128,7 +128,7 @@ use std::time::Duration;
 
 use http::HeaderMap;
 use opentelemetry::KeyValue;
-use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -211,20 +211,6 @@ impl Extractor for HeaderReader<'_> {
     }
 }
 
-/// Writes `traceparent`/`tracestate` into request headers.
-struct HeaderWriter<'a>(&'a mut HeaderMap);
-
-impl Injector for HeaderWriter<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        if let (Ok(name), Ok(value)) = (
-            http::HeaderName::from_bytes(key.as_bytes()),
-            http::HeaderValue::from_str(&value),
-        ) {
-            self.0.insert(name, value);
-        }
-    }
-}
-
 /// The remote parent in `headers`' `traceparent`/`tracestate`, if valid.
 pub(crate) fn remote_parent(headers: &HeaderMap) -> Option<opentelemetry::Context> {
     // A name made once: looking a `&str` up parses it first.
@@ -260,8 +246,13 @@ pub(crate) fn remote_parent(headers: &HeaderMap) -> Option<opentelemetry::Contex
 /// assert_eq!(trace_id, opentelemetry::trace::TraceId::INVALID);
 /// ```
 pub fn current_context() -> opentelemetry::Context {
-    let current = tracing::Span::current();
-    let cx = current.context();
+    context_of(&tracing::Span::current())
+}
+
+/// The OpenTelemetry context of `span`, as [`current_context`] finds the
+/// current span's.
+pub(crate) fn context_of(span: &tracing::Span) -> opentelemetry::Context {
+    let cx = span.context();
     if opentelemetry::trace::TraceContextExt::span(&cx)
         .span_context()
         .is_valid()
@@ -271,11 +262,13 @@ pub fn current_context() -> opentelemetry::Context {
     // A request span whose context the crate keeps itself, or a span the
     // bridge does not see inside one: the request's context, else the
     // attached one.
-    context::request_context_of(&current).unwrap_or_else(opentelemetry::Context::current)
+    context::request_context_of(span).unwrap_or_else(opentelemetry::Context::current)
 }
 
 /// Writes the current span's W3C `traceparent` (and `tracestate`) into
-/// `headers`, so that the service called continues this trace.
+/// `headers`, so that the service called continues this trace. A trace
+/// without a `tracestate` removes any `tracestate` already in `headers`
+/// (it belonged to another trace) rather than writing an empty one.
 ///
 /// ```
 /// let mut request = http::Request::get("http://inventory/api/v1/stock").body(()).unwrap();
@@ -284,6 +277,33 @@ pub fn current_context() -> opentelemetry::Context {
 ///
 /// Outside a span, or before [`init`](crate::init), it writes nothing.
 pub fn inject_context(headers: &mut HeaderMap) {
-    let cx = current_context();
-    TraceContextPropagator::new().inject_context(&cx, &mut HeaderWriter(headers));
+    inject(&current_context(), headers);
+}
+
+/// Writes `cx`'s W3C `traceparent` and `tracestate` into `headers`, as
+/// `TraceContextPropagator` does but for an empty `tracestate`, which is
+/// removed rather than sent empty; nothing when `cx` has no valid span
+/// context.
+pub(crate) fn inject(cx: &opentelemetry::Context, headers: &mut HeaderMap) {
+    // Names made once: the propagator's `&str` keys are parsed at each call.
+    static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+    static TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
+    let span = opentelemetry::trace::TraceContextExt::span(cx);
+    let ids = span.span_context();
+    if !ids.is_valid() {
+        return;
+    }
+    if let Ok(value) = http::HeaderValue::from_bytes(&traceparent::encode(ids)) {
+        headers.insert(&TRACEPARENT, value);
+    }
+    let state = ids.trace_state().header();
+    match http::HeaderValue::from_str(&state) {
+        Ok(value) if !state.is_empty() => {
+            headers.insert(&TRACESTATE, value);
+        }
+        // Another trace's state must not go along with this one.
+        _ => {
+            headers.remove(&TRACESTATE);
+        }
+    }
 }
