@@ -14,8 +14,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod fake_collector;
 pub mod guide;
 pub mod stack;
+pub mod tls;
 
 /// How long to wait for the example to start or for a log line to appear.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -62,7 +64,7 @@ pub fn require_tool(tool: &str, install: &str) -> PathBuf {
 
 /// Every variable the crate and the example read; the tests set the ones
 /// they need.
-const CRATE_VARIABLES: [&str; 22] = [
+const CRATE_VARIABLES: [&str; 32] = [
     "DATABASE_URL",
     "REDIS_URL",
     "MULTIWEB_METRICS_TOKEN",
@@ -85,6 +87,16 @@ const CRATE_VARIABLES: [&str; 22] = [
     "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
     "OTEL_EXPORTER_OTLP_COMPRESSION",
     "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+    "OTEL_EXPORTER_OTLP_CERTIFICATE",
+    "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+    "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+    "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+    "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+    "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
+    "OTEL_EXPORTER_OTLP_INSECURE",
+    "OTEL_EXPORTER_OTLP_TRACES_INSECURE",
+    "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+    "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
 ];
 
 /// Removes the crate's variables inherited from the test's environment,

@@ -11,7 +11,8 @@
 //!   SDK's batch span processor and the OTLP exporter + `tracing-subscriber`'s
 //!   JSON layer + axum-prometheus;
 //! - multiweb: `http::layer()` with a dispatch from `build_dispatch()`, with
-//!   and without the keep-every-error rule.
+//!   and without the keep-every-error rule, and with it over https (a TLS
+//!   proxy in front of the collector) with gzip (`multiweb_tls_gzip`).
 //!
 //! Both export OTLP/HTTP to a rotel collector started by the benchmark (its
 //! blackhole exporter discards what it receives), sample at ratio 0.1 with a
@@ -36,7 +37,7 @@ use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 use tracing_subscriber::layer::SubscriberExt;
 
-use multiweb_telemetry::{OtlpProtocol, Telemetry, TraceSampler};
+use multiweb_telemetry::{OtlpCompression, OtlpProtocol, Telemetry, TraceSampler};
 
 struct Collector(Child);
 
@@ -63,7 +64,7 @@ fn rotel_agent() -> PathBuf {
         )
 }
 
-fn start_collector() -> (Collector, String) {
+fn start_collector() -> (Collector, String, std::net::SocketAddr) {
     let port = |l: std::net::TcpListener| l.local_addr().unwrap().port();
     let grpc = port(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
     let http = port(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
@@ -82,7 +83,11 @@ fn start_collector() -> (Collector, String) {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    (Collector(child), format!("http://127.0.0.1:{http}"))
+    (
+        Collector(child),
+        format!("http://127.0.0.1:{http}"),
+        std::net::SocketAddr::from(([127, 0, 0, 1], http)),
+    )
 }
 
 fn router() -> Router {
@@ -149,7 +154,7 @@ fn hand_made(
 }
 
 fn full_stack(c: &mut Criterion) {
-    let (_collector, endpoint) = start_collector();
+    let (_collector, endpoint, http_addr) = start_collector();
     let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets(multiweb_telemetry::DEFAULT_BUCKETS)
         .unwrap()
@@ -209,6 +214,30 @@ fn full_stack(c: &mut Criterion) {
         );
         drop(guard);
     }
+
+    // The same stack exporting over https (a TLS-terminating proxy in front
+    // of rotel) with gzip: what TLS and compression on the exporter thread
+    // add per request.
+    let certificates = multiweb_tests::tls::Certificates::new();
+    let proxy = multiweb_tests::tls::TlsProxy::start(&certificates, http_addr, http_addr, false);
+    let (dispatch, guard) = Telemetry::builder()
+        .log_writer(std::io::sink())
+        .log_filter("info")
+        .otlp_endpoint(proxy.url())
+        .otlp_protocol(OtlpProtocol::HttpProtobuf)
+        .otlp_compression(OtlpCompression::Gzip)
+        .otlp_certificate(certificates.path("ca.pem"))
+        .sampler(TraceSampler::ParentBasedTraceIdRatio(0.1))
+        .build_dispatch()
+        .unwrap();
+    bench_app(
+        c,
+        &runtime,
+        "full_stack/multiweb_tls_gzip",
+        &dispatch,
+        router().layer(multiweb_telemetry::http::layer()),
+    );
+    drop(guard);
 }
 
 criterion_group!(benches, full_stack);

@@ -92,8 +92,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub use config::DEFAULT_LOG_BUFFER_LINES;
 pub use config::Signals;
 pub use config::{
-    DEFAULT_BUCKETS, DEFAULT_LOG_BUFFER_BYTES, LogFormat, OtlpProtocol, TelemetryBuilder,
-    TraceSampler,
+    DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT, DEFAULT_BUCKETS, DEFAULT_LOG_BUFFER_BYTES, LogFormat,
+    OtlpCompression, OtlpProtocol, TelemetryBuilder, TraceSampler,
 };
 pub use error::Error;
 pub use guard::TelemetryGuard;
@@ -182,7 +182,6 @@ impl TelemetryBuilder {
             .as_ref()
             .filter(|_| self.panic_hook.unwrap_or(true))
             .and_then(|logs| panic::install(logs.writer.clone()));
-        trace::warn_about_settings(&config);
         let (exporter, upkeep) = metrics.unzip();
         let listener = listener
             .zip(exporter.clone())
@@ -239,7 +238,6 @@ impl TelemetryBuilder {
         let traces = trace::install(&config)?;
         let dispatch = subscriber::dispatch(&config, logs.as_ref(), traces.tracer)
             .unwrap_or_else(tracing::Dispatch::none);
-        tracing::dispatcher::with_default(&dispatch, || trace::warn_about_settings(&config));
         Ok((
             dispatch,
             TelemetryGuard {

@@ -1,7 +1,7 @@
 //! Every environment variable the crate reads, tried with junk: each gives
 //! an error naming the variable, or a documented fallback; never a panic.
 
-use multiweb_tests::{run_marketplace_to_exit, start_marketplace};
+use multiweb_tests::{Collector, run_marketplace_to_exit, start_marketplace};
 
 /// Variables whose junk is an error, and the junk tried.
 const REJECTED: &[(&str, &str)] = &[
@@ -24,6 +24,10 @@ const REJECTED: &[(&str, &str)] = &[
     ("OTEL_TRACES_SAMPLER", "half"),
     ("OTEL_TRACES_SAMPLER_ARG", "-0.5"),
     ("MULTIWEB_METRICS_TOKEN", "tok en"),
+    ("OTEL_EXPORTER_OTLP_INSECURE", "yes"),
+    ("OTEL_EXPORTER_OTLP_TRACES_INSECURE", "on"),
+    ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "lots"),
+    ("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "-5"),
 ];
 
 /// Variables that take any value (documented): the app starts.
@@ -49,32 +53,33 @@ fn junk_values_are_errors_naming_the_variable() {
     }
 }
 
-/// `gzip` is not in this build: the app starts and serves, and says once
-/// that it exports uncompressed. (The exporter sends the same requests as
-/// without the setting; its HTTP tests check them against a local
-/// collector, and `traces.rs` against rotel.)
+/// `gzip` compresses, on both protocols, without a warning: the spans
+/// still reach rotel. (`otlp_tls.rs` checks that the requests on the wire
+/// are compressed.)
 #[test]
-fn gzip_falls_back_to_uncompressed_with_one_warning() {
-    let app = start_marketplace(
-        &[],
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9"),
-            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
-        ],
-    );
-    assert_eq!(app.get("/health", &[]).status, 200);
-    let warning = app.wait_json(|line| line["variable"] == "OTEL_EXPORTER_OTLP_COMPRESSION");
-    assert_eq!(warning["level"], "warn", "{warning}");
-    assert_eq!(
-        warning["message"],
-        "gzip compression is not in this build; spans are exported uncompressed"
-    );
-    let (_, lines) = app.stop();
-    let warnings = lines
-        .iter()
-        .filter(|l| l.contains("OTEL_EXPORTER_OTLP_COMPRESSION"))
-        .count();
-    assert_eq!(warnings, 1, "{lines:?}");
+fn gzip_exports_on_both_protocols_without_a_warning() {
+    let rotel = Collector::start();
+    for (protocol, addr) in [("grpc", rotel.grpc), ("http/protobuf", rotel.http)] {
+        let endpoint = format!("http://{addr}");
+        let app = start_marketplace(
+            &[],
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+                ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+            ],
+        );
+        assert_eq!(app.get("/api/v1/products/", &[]).status, 200);
+        let access = app.wait_json(|v| v["target"] == "multiweb_telemetry::http");
+        let trace_id = access["trace_id"].as_str().unwrap().to_owned();
+        rotel.wait_for(|spans| spans.iter().any(|s| s.trace_id == trace_id));
+        let (_, lines) = app.stop();
+        let warnings: Vec<&String> = lines
+            .iter()
+            .filter(|l| l.contains(r#""level":"warn""#))
+            .collect();
+        assert!(warnings.is_empty(), "{protocol}: {warnings:?}");
+    }
 }
 
 #[test]

@@ -2,8 +2,9 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
-use super::{LogFormat, LogSink, OtlpProtocol, Signals, TraceSampler};
+use super::{LogFormat, LogSink, OtlpCompression, OtlpProtocol, Signals, TraceSampler};
 
 /// Configures and installs telemetry.
 ///
@@ -27,8 +28,13 @@ use super::{LogFormat, LogSink, OtlpProtocol, Signals, TraceSampler};
 /// | [`otlp_endpoint`](Self::otlp_endpoint) | `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `OTEL_EXPORTER_OTLP_ENDPOINT` | none: spans are not exported |
 /// | [`otlp_protocol`](Self::otlp_protocol) | `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, `OTEL_EXPORTER_OTLP_PROTOCOL` (`grpc` or `http/protobuf`) | `http/protobuf` |
 /// | none | `OTEL_EXPORTER_OTLP_TRACES_HEADERS`, else `OTEL_EXPORTER_OTLP_HEADERS` (`key=value` pairs) | none |
-/// | none | `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, `OTEL_EXPORTER_OTLP_TIMEOUT` (milliseconds per export request) | `10000` |
-/// | none | `OTEL_EXPORTER_OTLP_TRACES_COMPRESSION`, `OTEL_EXPORTER_OTLP_COMPRESSION` (`none` or `gzip`; this build sends `gzip` uncompressed, with a warning) | `none` |
+/// | none | `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, `OTEL_EXPORTER_OTLP_TIMEOUT` (milliseconds per export request, retries included) | `10000` |
+/// | [`otlp_compression`](Self::otlp_compression) | `OTEL_EXPORTER_OTLP_TRACES_COMPRESSION`, `OTEL_EXPORTER_OTLP_COMPRESSION` (`none` or `gzip`) | `none` |
+/// | [`otlp_certificate`](Self::otlp_certificate) | `OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE`, `OTEL_EXPORTER_OTLP_CERTIFICATE` (a PEM file of CA certificates) | the platform's trusted roots |
+/// | [`otlp_client_certificate`](Self::otlp_client_certificate) | `OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE`, `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE` (PEM, for mTLS) | none |
+/// | [`otlp_client_key`](Self::otlp_client_key) | `OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY`, `OTEL_EXPORTER_OTLP_CLIENT_KEY` (PEM, for mTLS) | none |
+/// | [`otlp_insecure`](Self::otlp_insecure) | `OTEL_EXPORTER_OTLP_TRACES_INSECURE`, `OTEL_EXPORTER_OTLP_INSECURE` (gRPC endpoints without a scheme) | `false`: TLS |
+/// | [`attribute_value_length_limit`](Self::attribute_value_length_limit) | `OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT`, `OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT` | [`DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT`](crate::DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT) (8192) |
 /// | [`sampler`](Self::sampler) | `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG` | `parentbased_always_on` |
 /// | [`keep_error_traces`](Self::keep_error_traces) | `MULTIWEB_TRACES_KEEP_ERRORS` | `true` |
 /// | [`bridge_request_spans`](Self::bridge_request_spans) | none | `true` |
@@ -61,6 +67,12 @@ pub struct TelemetryBuilder {
     pub(crate) sampler: Option<TraceSampler>,
     pub(crate) keep_error_traces: Option<bool>,
     pub(crate) span_queue_size: Option<usize>,
+    pub(crate) otlp_compression: Option<OtlpCompression>,
+    pub(crate) otlp_certificate: Option<PathBuf>,
+    pub(crate) otlp_client_certificate: Option<PathBuf>,
+    pub(crate) otlp_client_key: Option<PathBuf>,
+    pub(crate) otlp_insecure: Option<bool>,
+    pub(crate) attribute_value_length_limit: Option<usize>,
     pub(crate) panic_hook: Option<bool>,
     pub(crate) signals: Option<Signals>,
 }
@@ -97,6 +109,15 @@ impl fmt::Debug for TelemetryBuilder {
             .field("sampler", &self.sampler)
             .field("keep_error_traces", &self.keep_error_traces)
             .field("span_queue_size", &self.span_queue_size)
+            .field("otlp_compression", &self.otlp_compression)
+            .field("otlp_certificate", &self.otlp_certificate)
+            .field("otlp_client_certificate", &self.otlp_client_certificate)
+            .field("otlp_client_key", &self.otlp_client_key)
+            .field("otlp_insecure", &self.otlp_insecure)
+            .field(
+                "attribute_value_length_limit",
+                &self.attribute_value_length_limit,
+            )
             .field("panic_hook", &self.panic_hook)
             .field("signals", &self.signals)
             .finish()
@@ -238,7 +259,9 @@ impl TelemetryBuilder {
 
     /// Where spans are exported: the collector's base URL, such as
     /// `http://tempo:4317` for gRPC or `http://tempo:4318` for HTTP (where
-    /// `/v1/traces` is appended).
+    /// `/v1/traces` is appended); `https://` for TLS (see
+    /// [`otlp_certificate`](Self::otlp_certificate)). For gRPC, `host:port`
+    /// without a scheme uses TLS unless [`otlp_insecure`](Self::otlp_insecure).
     ///
     /// Overrides `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` and
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`. Defaults to none: without an endpoint
@@ -254,6 +277,72 @@ impl TelemetryBuilder {
     /// as the OpenTelemetry specification says.
     pub fn otlp_protocol(mut self, protocol: OtlpProtocol) -> Self {
         self.otlp_protocol = Some(protocol);
+        self
+    }
+
+    /// Whether export requests are compressed. Overrides
+    /// `OTEL_EXPORTER_OTLP_TRACES_COMPRESSION` and
+    /// `OTEL_EXPORTER_OTLP_COMPRESSION`. Defaults to [`OtlpCompression::None`].
+    pub fn otlp_compression(mut self, compression: OtlpCompression) -> Self {
+        self.otlp_compression = Some(compression);
+        self
+    }
+
+    /// A PEM file of the CA certificates that the collector's certificate
+    /// must chain to, for `https://` endpoints; they replace the platform's
+    /// trusted roots. Read at [`try_init`](Self::try_init): a file that cannot
+    /// be read or holds no certificate is an error naming it.
+    ///
+    /// Overrides `OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE` and
+    /// `OTEL_EXPORTER_OTLP_CERTIFICATE`. Defaults to none: the platform's
+    /// trusted roots.
+    pub fn otlp_certificate(mut self, pem_file: impl Into<PathBuf>) -> Self {
+        self.otlp_certificate = Some(pem_file.into());
+        self
+    }
+
+    /// A PEM file of the client certificate (chain) presented to a collector
+    /// that requires mutual TLS; needs [`otlp_client_key`](Self::otlp_client_key).
+    ///
+    /// Overrides `OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE` and
+    /// `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE`. Defaults to none.
+    pub fn otlp_client_certificate(mut self, pem_file: impl Into<PathBuf>) -> Self {
+        self.otlp_client_certificate = Some(pem_file.into());
+        self
+    }
+
+    /// A PEM file of the private key of the
+    /// [client certificate](Self::otlp_client_certificate) (PKCS#8, PKCS#1
+    /// or SEC1). Read at [`try_init`](Self::try_init), and checked to match
+    /// the certificate; its content never appears in an error.
+    ///
+    /// Overrides `OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY` and
+    /// `OTEL_EXPORTER_OTLP_CLIENT_KEY`. Defaults to none.
+    pub fn otlp_client_key(mut self, pem_file: impl Into<PathBuf>) -> Self {
+        self.otlp_client_key = Some(pem_file.into());
+        self
+    }
+
+    /// Whether a gRPC endpoint given without a scheme (`tempo:4317`) is
+    /// reached in plaintext (`true`) or over TLS (`false`). Endpoints with
+    /// `http://` or `https://` say it themselves.
+    ///
+    /// Overrides `OTEL_EXPORTER_OTLP_TRACES_INSECURE` and
+    /// `OTEL_EXPORTER_OTLP_INSECURE`. Defaults to `false`.
+    pub fn otlp_insecure(mut self, insecure: bool) -> Self {
+        self.otlp_insecure = Some(insecure);
+        self
+    }
+
+    /// The longest attribute value exported, in characters: longer strings
+    /// (also in arrays) of span, event and link attributes are cut to it
+    /// when spans are exported, whichever code made them.
+    ///
+    /// Overrides `OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT` and
+    /// `OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`. Defaults to
+    /// [`DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT`](crate::DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT).
+    pub fn attribute_value_length_limit(mut self, chars: usize) -> Self {
+        self.attribute_value_length_limit = Some(chars);
         self
     }
 

@@ -2,6 +2,7 @@
 
 use std::ffi::OsString;
 
+use super::{OtlpCompression, OtlpProtocol};
 use crate::Error;
 
 /// Environment variables the crate reads.
@@ -29,6 +30,22 @@ pub(crate) mod vars {
     pub(crate) const OTEL_EXPORTER_OTLP_COMPRESSION: &str = "OTEL_EXPORTER_OTLP_COMPRESSION";
     pub(crate) const OTEL_EXPORTER_OTLP_TRACES_COMPRESSION: &str =
         "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION";
+    pub(crate) const OTEL_EXPORTER_OTLP_CERTIFICATE: &str = "OTEL_EXPORTER_OTLP_CERTIFICATE";
+    pub(crate) const OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE: &str =
+        "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE";
+    pub(crate) const OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE: &str =
+        "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE";
+    pub(crate) const OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE: &str =
+        "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE";
+    pub(crate) const OTEL_EXPORTER_OTLP_CLIENT_KEY: &str = "OTEL_EXPORTER_OTLP_CLIENT_KEY";
+    pub(crate) const OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY: &str =
+        "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY";
+    pub(crate) const OTEL_EXPORTER_OTLP_INSECURE: &str = "OTEL_EXPORTER_OTLP_INSECURE";
+    pub(crate) const OTEL_EXPORTER_OTLP_TRACES_INSECURE: &str =
+        "OTEL_EXPORTER_OTLP_TRACES_INSECURE";
+    pub(crate) const OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT: &str = "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT";
+    pub(crate) const OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT: &str =
+        "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT";
 }
 
 pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -126,16 +143,38 @@ pub(super) fn parse_metrics_token(raw: &str) -> Result<Option<String>, &'static 
     }
 }
 
-/// Checks that an OTLP endpoint is an `http` URL with a host. `https` is
-/// refused here rather than failing every export later: this build has no
-/// TLS.
-pub(super) fn parse_endpoint(raw: &str) -> Result<(), Rejection> {
-    const EXPECTED: &str =
-        "an http:// URL such as `http://tempo:4317` (this build has no TLS for https://)";
-    match raw.trim().parse::<http::Uri>() {
-        Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() => Ok(()),
-        Ok(_) => Err((EXPECTED, None)),
-        Err(err) => Err((EXPECTED, Some(Box::new(err)))),
+/// Checks an OTLP endpoint and returns it with its scheme: an `http://` or
+/// `https://` URL with a host; for gRPC also `host:port` without a scheme,
+/// which is `https://` unless `insecure` (the specification's
+/// `OTEL_EXPORTER_OTLP_INSECURE`).
+pub(super) fn parse_endpoint(
+    raw: &str,
+    protocol: OtlpProtocol,
+    insecure: bool,
+) -> Result<String, Rejection> {
+    const HTTP: &str = "an http:// or https:// URL such as `http://tempo:4318`";
+    const GRPC: &str = "an http:// or https:// URL such as `http://tempo:4317`, or \
+                        `host:port` (TLS unless OTEL_EXPORTER_OTLP_INSECURE is `true`)";
+    let expected = match protocol {
+        OtlpProtocol::Grpc => GRPC,
+        OtlpProtocol::HttpProtobuf => HTTP,
+    };
+    let raw = raw.trim();
+    match raw.parse::<http::Uri>() {
+        Ok(uri) if uri.host().is_some() && matches!(uri.scheme_str(), Some("http" | "https")) => {
+            Ok(raw.to_owned())
+        }
+        Ok(uri)
+            if protocol == OtlpProtocol::Grpc
+                && uri.scheme().is_none()
+                && uri.host().is_some()
+                && uri.path_and_query().is_none() =>
+        {
+            let scheme = if insecure { "http" } else { "https" };
+            Ok(format!("{scheme}://{raw}"))
+        }
+        Ok(_) => Err((expected, None)),
+        Err(err) => Err((expected, Some(Box::new(err)))),
     }
 }
 
@@ -232,29 +271,50 @@ pub(super) fn otlp_timeout(env: &Env<'_>) -> Result<std::time::Duration, Error> 
 }
 
 /// `OTEL_EXPORTER_OTLP_TRACES_COMPRESSION`, else
-/// `OTEL_EXPORTER_OTLP_COMPRESSION`: `none` or `gzip` (any case). This build
-/// does not compress: `gzip` falls back to uncompressed requests, and the
-/// name of the variable that asked for it is returned for the warning at
-/// start (a setting shared by a whole platform must not stop the service).
-pub(super) fn otlp_compression(env: &Env<'_>) -> Result<Option<&'static str>, Error> {
+/// `OTEL_EXPORTER_OTLP_COMPRESSION`: `none` or `gzip` (any case).
+pub(super) fn otlp_compression(env: &Env<'_>) -> Result<Option<OtlpCompression>, Error> {
     let parse = |raw: &str| {
         let raw = raw.trim();
         if raw.eq_ignore_ascii_case("none") {
-            Ok(false)
+            Ok(OtlpCompression::None)
         } else if raw.eq_ignore_ascii_case("gzip") {
-            Ok(true)
+            Ok(OtlpCompression::Gzip)
         } else {
             Err(("`none` or `gzip`", None))
         }
     };
-    let traces = vars::OTEL_EXPORTER_OTLP_TRACES_COMPRESSION;
-    let gzip = match env.parse(traces, parse)? {
-        Some(gzip) => gzip.then_some(traces),
-        None => env
-            .parse(vars::OTEL_EXPORTER_OTLP_COMPRESSION, parse)?
-            .and_then(|gzip| gzip.then_some(vars::OTEL_EXPORTER_OTLP_COMPRESSION)),
-    };
-    Ok(gzip)
+    traces_or_general(
+        env,
+        vars::OTEL_EXPORTER_OTLP_TRACES_COMPRESSION,
+        vars::OTEL_EXPORTER_OTLP_COMPRESSION,
+        parse,
+    )
+}
+
+/// `OTEL_EXPORTER_OTLP_TRACES_INSECURE`, else `OTEL_EXPORTER_OTLP_INSECURE`.
+pub(super) fn otlp_insecure(env: &Env<'_>) -> Result<Option<bool>, Error> {
+    traces_or_general(
+        env,
+        vars::OTEL_EXPORTER_OTLP_TRACES_INSECURE,
+        vars::OTEL_EXPORTER_OTLP_INSECURE,
+        |raw| parse_bool(raw).ok_or(("`true` or `false`", None)),
+    )
+}
+
+/// `OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT`, else
+/// `OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`: the longest attribute value, in
+/// characters.
+pub(super) fn attribute_value_length_limit(env: &Env<'_>) -> Result<Option<usize>, Error> {
+    traces_or_general(
+        env,
+        vars::OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT,
+        vars::OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT,
+        |raw| {
+            raw.trim()
+                .parse::<usize>()
+                .map_err(|_| ("a whole number of characters, such as `8192`", None))
+        },
+    )
 }
 
 /// `url` with `/v1/traces` appended to its path (before any query), as the

@@ -9,6 +9,9 @@ mod resolved;
 mod signals;
 #[cfg(test)]
 mod tests;
+mod tls;
+#[cfg(test)]
+mod tls_tests;
 
 pub use builder::TelemetryBuilder;
 pub use signals::Signals;
@@ -17,6 +20,7 @@ pub use signals::Signals;
 /// [`TelemetryBuilder::log_writer`].
 pub(crate) struct LogSink(pub(crate) Box<dyn std::io::Write + Send>);
 pub(crate) use resolved::{Buckets, Config, OtlpExport};
+pub(crate) use tls::{OtlpTls, provider as tls_provider};
 
 /// Default histogram buckets, in seconds.
 ///
@@ -48,6 +52,24 @@ pub enum OtlpProtocol {
     /// OTLP over HTTP with protobuf bodies, usually port 4318 (`http/protobuf`).
     HttpProtobuf,
 }
+
+/// Compression of OTLP export requests (`OTEL_EXPORTER_OTLP_COMPRESSION`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OtlpCompression {
+    /// Requests are sent as they are (`none`). The default.
+    #[default]
+    None,
+    /// Requests are gzip-compressed (`gzip`): `Content-Encoding: gzip` over
+    /// HTTP, `grpc-encoding: gzip` over gRPC.
+    Gzip,
+}
+
+/// Default longest exported attribute value, in characters
+/// (`OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`): longer string values are cut to
+/// it when spans are exported. The same as the longest value a log line
+/// carries (8 KiB), so a long `url.path` is cut alike in both.
+pub const DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT: usize = 8 * 1024;
 
 /// The standard samplers of `OTEL_TRACES_SAMPLER`.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -4,13 +4,14 @@ use std::ffi::OsString;
 use std::net::SocketAddr;
 
 use super::env::{
-    BoxError, Env, REDACTED, otlp_compression, otlp_headers, otlp_timeout, parse_bool,
-    parse_endpoint, parse_metrics_token, parse_resource_attributes, vars, with_traces_path,
-    without_userinfo,
+    BoxError, Env, REDACTED, attribute_value_length_limit, otlp_compression, otlp_headers,
+    otlp_insecure, otlp_timeout, parse_bool, parse_endpoint, parse_metrics_token,
+    parse_resource_attributes, traces_or_general, vars, with_traces_path, without_userinfo,
 };
+use super::tls::{self, OtlpTls};
 use super::{
-    DEFAULT_BUCKETS, DEFAULT_LOG_BUFFER_BYTES, LogFormat, OtlpProtocol, Signals, TelemetryBuilder,
-    TraceSampler,
+    DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT, DEFAULT_BUCKETS, DEFAULT_LOG_BUFFER_BYTES, LogFormat,
+    OtlpCompression, OtlpProtocol, Signals, TelemetryBuilder, TraceSampler,
 };
 use crate::Error;
 
@@ -117,21 +118,26 @@ impl TelemetryBuilder {
         })
     }
 
-    /// Where the exporter sends to, and whether that is a base URL (to which
-    /// HTTP appends `/v1/traces`) rather than the full URL.
-    fn resolve_otlp_endpoint(&self, env: &Env<'_>) -> Result<Option<(String, bool)>, Error> {
-        let endpoint = |name| {
-            env.parse(name, |raw| {
-                parse_endpoint(raw)?;
-                Ok(raw.trim().to_owned())
-            })
+    /// Where the exporter sends to (with its scheme), and whether that is a
+    /// base URL (to which HTTP appends `/v1/traces`) rather than the full URL.
+    fn resolve_otlp_endpoint(
+        &self,
+        env: &Env<'_>,
+        protocol: OtlpProtocol,
+    ) -> Result<Option<(String, bool)>, Error> {
+        let insecure = match self.otlp_insecure {
+            Some(insecure) => insecure,
+            None => otlp_insecure(env)?.unwrap_or(false),
         };
+        let endpoint = |name| env.parse(name, |raw| parse_endpoint(raw, protocol, insecure));
         Ok(if let Some(url) = &self.otlp_endpoint {
-            parse_endpoint(url).map_err(|(reason, _)| Error::InvalidSetting {
-                setting: format!("otlp_endpoint({:?})", without_userinfo(url)),
-                reason,
+            let url = parse_endpoint(url, protocol, insecure).map_err(|(reason, _)| {
+                Error::InvalidSetting {
+                    setting: format!("otlp_endpoint({:?})", without_userinfo(url)),
+                    reason,
+                }
             })?;
-            Some((url.trim().to_owned(), true))
+            Some((url, true))
         } else {
             // The traces variable replaces the general one, which is then
             // not read (it may be meant for other signals or SDKs).
@@ -142,25 +148,92 @@ impl TelemetryBuilder {
         })
     }
 
+    /// The compression and the attribute value length limit.
+    fn resolve_export_options(&self, env: &Env<'_>) -> Result<(OtlpCompression, usize), Error> {
+        let compression = match self.otlp_compression {
+            Some(compression) => compression,
+            None => otlp_compression(env)?.unwrap_or_default(),
+        };
+        let attribute_value_limit = match self.attribute_value_length_limit {
+            Some(limit) => limit,
+            None => {
+                attribute_value_length_limit(env)?.unwrap_or(DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT)
+            }
+        };
+        Ok((compression, attribute_value_limit))
+    }
+
+    /// The TLS files, read and checked.
+    fn resolve_otlp_tls(&self, env: &Env<'_>) -> Result<OtlpTls, Error> {
+        let ca = tls::path_setting(
+            self.otlp_certificate
+                .as_ref()
+                .map(|path| ("otlp_certificate", path)),
+            env,
+            vars::OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE,
+            vars::OTEL_EXPORTER_OTLP_CERTIFICATE,
+        )?;
+        let cert = tls::path_setting(
+            self.otlp_client_certificate
+                .as_ref()
+                .map(|path| ("otlp_client_certificate", path)),
+            env,
+            vars::OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE,
+            vars::OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE,
+        )?;
+        let key = tls::path_setting(
+            self.otlp_client_key
+                .as_ref()
+                .map(|path| ("otlp_client_key", path)),
+            env,
+            vars::OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY,
+            vars::OTEL_EXPORTER_OTLP_CLIENT_KEY,
+        )?;
+        let roots = match ca {
+            Some((origin, path)) => Some(tls::roots(origin, &path)?),
+            None => None,
+        };
+        let client = match (cert, key) {
+            (Some(cert), Some(key)) => {
+                Some(tls::client_identity((cert.0, &cert.1), (key.0, &key.1))?)
+            }
+            (None, None) => None,
+            (Some((origin, path)), None) => {
+                return Err(origin.error(
+                    &path,
+                    "a client certificate given with its key \
+                     (OTEL_EXPORTER_OTLP_CLIENT_KEY or `otlp_client_key`)",
+                    None,
+                ));
+            }
+            (None, Some((origin, path))) => {
+                return Err(origin.error(
+                    &path,
+                    "a client key given with its certificate \
+                     (OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE or `otlp_client_certificate`)",
+                    None,
+                ));
+            }
+        };
+        Ok(OtlpTls { roots, client })
+    }
+
     fn resolve_traces(&self, env: &Env<'_>, disabled: bool) -> Result<TraceConfig, Error> {
-        let endpoint = self.resolve_otlp_endpoint(env)?;
-        let protocol = if let Some(protocol) = self.otlp_protocol {
-            protocol
-        } else {
-            {
-                let parse = |raw: &str| match raw.trim() {
+        let protocol = match self.otlp_protocol {
+            Some(protocol) => protocol,
+            None => traces_or_general(
+                env,
+                vars::OTEL_EXPORTER_OTLP_TRACES_PROTOCOL,
+                vars::OTEL_EXPORTER_OTLP_PROTOCOL,
+                |raw| match raw.trim() {
                     "grpc" => Ok(OtlpProtocol::Grpc),
                     "http/protobuf" => Ok(OtlpProtocol::HttpProtobuf),
                     _ => Err(("`grpc` or `http/protobuf`", None)),
-                };
-                match env.parse(vars::OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, parse)? {
-                    Some(protocol) => protocol,
-                    None => env
-                        .parse(vars::OTEL_EXPORTER_OTLP_PROTOCOL, parse)?
-                        .unwrap_or(OtlpProtocol::HttpProtobuf),
-                }
-            }
+                },
+            )?
+            .unwrap_or(OtlpProtocol::HttpProtobuf),
         };
+        let endpoint = self.resolve_otlp_endpoint(env, protocol)?;
         let sampler = if let Some(sampler) = self.sampler {
             sampler
         } else {
@@ -216,7 +289,7 @@ impl TelemetryBuilder {
         };
         let headers = otlp_headers(env)?;
         let timeout = otlp_timeout(env)?;
-        let gzip_asked_by = otlp_compression(env)?;
+        let (compression, attribute_value_limit) = self.resolve_export_options(env)?;
         let queue_size = self.span_queue_size.unwrap_or(2048);
         if queue_size == 0 {
             return Err(Error::InvalidSetting {
@@ -224,9 +297,8 @@ impl TelemetryBuilder {
                 reason: "the queue must hold at least one span",
             });
         }
-        let export = endpoint
-            .filter(|_| !disabled)
-            .map(|(url, is_base)| OtlpExport {
+        let export = match endpoint.filter(|_| !disabled) {
+            Some((url, is_base)) => Some(OtlpExport {
                 endpoint: match protocol {
                     OtlpProtocol::HttpProtobuf if is_base => with_traces_path(&url),
                     _ => url,
@@ -234,8 +306,13 @@ impl TelemetryBuilder {
                 protocol,
                 headers,
                 timeout,
-                gzip_asked_by,
-            });
+                compression,
+                // Read only when spans are exported.
+                tls: self.resolve_otlp_tls(env)?,
+                attribute_value_limit,
+            }),
+            None => None,
+        };
         Ok(TraceConfig {
             export,
             sampler,
@@ -305,9 +382,11 @@ pub(crate) struct OtlpExport {
     pub(crate) headers: http::HeaderMap,
     /// Longest one export request may take.
     pub(crate) timeout: std::time::Duration,
-    /// The variable that asked for gzip, which this build cannot do: the
-    /// requests go uncompressed, with one warning at start.
-    pub(crate) gzip_asked_by: Option<&'static str>,
+    pub(crate) compression: OtlpCompression,
+    /// The CA bundle and the client certificate, read and checked.
+    pub(crate) tls: OtlpTls,
+    /// The longest string attribute value exported, in characters.
+    pub(crate) attribute_value_limit: usize,
 }
 
 /// Every setting, resolved.

@@ -6,7 +6,7 @@ use super::*;
 use crate::Error;
 use std::collections::HashMap;
 
-fn resolve(builder: &TelemetryBuilder, env: &[(&str, &str)]) -> Result<Config, Error> {
+pub(super) fn resolve(builder: &TelemetryBuilder, env: &[(&str, &str)]) -> Result<Config, Error> {
     let env: HashMap<String, OsString> = env
         .iter()
         .map(|(k, v)| ((*k).to_owned(), OsString::from(v)))
@@ -223,7 +223,11 @@ fn bad_trace_variables_name_themselves() {
         ("MULTIWEB_TRACES_KEEP_ERRORS", "maybe"),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", "tempo:4317"),
         ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://"),
-        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://tempo:4318"),
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "ftp://tempo:4318"),
+        ("OTEL_EXPORTER_OTLP_INSECURE", "yes"),
+        ("OTEL_EXPORTER_OTLP_TRACES_INSECURE", "1"),
+        ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "-1"),
+        ("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "8k"),
     ] {
         let message = env_error(name, value);
         assert!(
@@ -375,24 +379,33 @@ fn otlp_timeout_and_compression_are_read_not_ignored() {
         .timeout,
         std::time::Duration::from_millis(700)
     );
+    assert_eq!(with(&[]).compression, OtlpCompression::None);
     assert_eq!(
-        with(&[("OTEL_EXPORTER_OTLP_COMPRESSION", "None")]).gzip_asked_by,
-        None
+        with(&[("OTEL_EXPORTER_OTLP_COMPRESSION", "None")]).compression,
+        OtlpCompression::None
     );
-    // gzip is not in this build: uncompressed, with a warning at start.
     assert_eq!(
-        with(&[("OTEL_EXPORTER_OTLP_COMPRESSION", "GZIP")]).gzip_asked_by,
-        Some("OTEL_EXPORTER_OTLP_COMPRESSION")
+        with(&[("OTEL_EXPORTER_OTLP_COMPRESSION", "GZIP")]).compression,
+        OtlpCompression::Gzip
     );
     assert_eq!(
         with(&[
             ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
             ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "none"),
         ])
-        .gzip_asked_by,
-        None,
+        .compression,
+        OtlpCompression::None,
         "the traces variable replaces the general one"
     );
+    let in_code = TelemetryBuilder::default()
+        .otlp_endpoint("http://tempo:4318")
+        .otlp_compression(OtlpCompression::Gzip);
+    let export = resolve(&in_code, &[("OTEL_EXPORTER_OTLP_COMPRESSION", "none")])
+        .unwrap()
+        .traces
+        .export
+        .unwrap();
+    assert_eq!(export.compression, OtlpCompression::Gzip, "code wins");
     for (name, value, expected) in [
         (
             "OTEL_EXPORTER_OTLP_TIMEOUT",
@@ -436,6 +449,74 @@ fn invalid_buckets_are_rejected() {
             "{err}"
         );
     }
+}
+
+#[test]
+fn https_endpoints_are_accepted_and_insecure_decides_for_grpc_without_a_scheme() {
+    let endpoint = |vars: &[(&str, &str)]| {
+        resolve(&TelemetryBuilder::default(), vars)
+            .unwrap()
+            .traces
+            .export
+            .expect("export on")
+            .endpoint
+    };
+    assert_eq!(
+        endpoint(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://otlp.example:4318")]),
+        "https://otlp.example:4318/v1/traces"
+    );
+    let grpc = ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc");
+    assert_eq!(
+        endpoint(&[grpc, ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://tempo:4317")]),
+        "https://tempo:4317"
+    );
+    assert_eq!(
+        endpoint(&[grpc, ("OTEL_EXPORTER_OTLP_ENDPOINT", "tempo:4317")]),
+        "https://tempo:4317",
+        "no scheme: TLS by default"
+    );
+    assert_eq!(
+        endpoint(&[
+            grpc,
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "tempo:4317"),
+            ("OTEL_EXPORTER_OTLP_INSECURE", "true"),
+        ]),
+        "http://tempo:4317"
+    );
+    assert_eq!(
+        endpoint(&[
+            grpc,
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "tempo:4317"),
+            ("OTEL_EXPORTER_OTLP_INSECURE", "true"),
+            ("OTEL_EXPORTER_OTLP_TRACES_INSECURE", "false"),
+        ]),
+        "https://tempo:4317",
+        "the traces variable replaces the general one"
+    );
+    assert_eq!(
+        endpoint(&[
+            grpc,
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://tempo:4317"),
+            ("OTEL_EXPORTER_OTLP_INSECURE", "true"),
+        ]),
+        "https://tempo:4317",
+        "a scheme wins over INSECURE"
+    );
+    let in_code = TelemetryBuilder::default()
+        .otlp_protocol(OtlpProtocol::Grpc)
+        .otlp_endpoint("tempo:4317")
+        .otlp_insecure(true);
+    let export = resolve(&in_code, &[("OTEL_EXPORTER_OTLP_INSECURE", "false")])
+        .unwrap()
+        .traces
+        .export
+        .unwrap();
+    assert_eq!(export.endpoint, "http://tempo:4317");
+    // HTTP/protobuf needs a URL.
+    assert!(
+        env_error("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "tempo:4318")
+            .contains("expected an http:// or https:// URL")
+    );
 }
 
 #[test]
@@ -527,6 +608,44 @@ fn a_secret_that_is_not_utf8_is_not_shown() {
         err.to_string(),
         "invalid value \"http://<redacted>@tempo:4318/\u{fffd}\" for environment variable \
          OTEL_EXPORTER_OTLP_ENDPOINT: expected valid UTF-8"
+    );
+}
+
+#[test]
+fn attribute_value_length_limits_follow_the_standard_variables() {
+    let limit = |builder: &TelemetryBuilder, vars: &[(&str, &str)]| {
+        let mut all = vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "http://tempo:4318")];
+        all.extend_from_slice(vars);
+        resolve(builder, &all)
+            .unwrap()
+            .traces
+            .export
+            .expect("export on")
+            .attribute_value_limit
+    };
+    let default = TelemetryBuilder::default();
+    assert_eq!(limit(&default, &[]), DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT);
+    assert_eq!(
+        limit(&default, &[("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "1024")]),
+        1024
+    );
+    assert_eq!(
+        limit(
+            &default,
+            &[
+                ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "1024"),
+                ("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "256"),
+            ]
+        ),
+        256,
+        "the span variable replaces the general one"
+    );
+    assert_eq!(
+        limit(
+            &default.attribute_value_length_limit(64),
+            &[("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "256")]
+        ),
+        64
     );
 }
 

@@ -22,15 +22,48 @@
 //! and `OTEL_SDK_DISABLED` is not `true`, over gRPC or HTTP/protobuf
 //! (`OTEL_EXPORTER_OTLP_PROTOCOL`), with the headers of
 //! `OTEL_EXPORTER_OTLP_HEADERS`. The resource carries `service.name`,
-//! `service.version` and `OTEL_RESOURCE_ATTRIBUTES`. The exporter is this
-//! crate's own: it writes each batch's protobuf straight from the finished
-//! spans, without the intermediate copies `opentelemetry-otlp` makes (the
-//! bytes are the same; a test decodes them and compares them with
-//! `opentelemetry-proto`'s conversion). Requests are not compressed
-//! (`OTEL_EXPORTER_OTLP_COMPRESSION=gzip` falls back to uncompressed, with
-//! one warning at start) and the endpoint must be plain `http://`: this
-//! build has no TLS. For each setting the traces variable
-//! (`OTEL_EXPORTER_OTLP_TRACES_*`) replaces the general one.
+//! `service.version` and `OTEL_RESOURCE_ATTRIBUTES`. For each setting the
+//! traces variable (`OTEL_EXPORTER_OTLP_TRACES_*`) replaces the general one.
+//!
+//! The exporter is this crate's own: it writes each batch's protobuf
+//! straight from the finished spans, without the intermediate copies
+//! `opentelemetry-otlp` makes (the bytes are the same; a test decodes them
+//! and compares them with `opentelemetry-proto`'s conversion).
+//!
+//! - **TLS**: `https://` endpoints work on both protocols, through rustls
+//!   with the ring crypto provider (no OpenSSL): tonic's TLS for gRPC,
+//!   hyper-rustls for HTTP. The collector's certificate must chain to the
+//!   platform's trusted roots, or to the CA certificates of
+//!   `OTEL_EXPORTER_OTLP_CERTIFICATE` (a PEM file, which then replaces
+//!   them). For mutual TLS, `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE` and
+//!   `OTEL_EXPORTER_OTLP_CLIENT_KEY` name the client's PEM files. The files
+//!   are read by `init()`: one that cannot be read, or holds no usable
+//!   certificate or key, is an error naming the variable and the file
+//!   (never the key's content). A gRPC endpoint without a scheme
+//!   (`tempo:4317`) uses TLS unless `OTEL_EXPORTER_OTLP_INSECURE` is `true`.
+//! - **Compression**: `OTEL_EXPORTER_OTLP_COMPRESSION=gzip` compresses each
+//!   request: `Content-Encoding: gzip` over HTTP, `grpc-encoding: gzip` over
+//!   gRPC.
+//! - **Retries**, as the OTLP specification says: HTTP 429, 502, 503 and
+//!   504, gRPC `CANCELLED`, `DEADLINE_EXCEEDED`, `ABORTED`, `OUT_OF_RANGE`,
+//!   `UNAVAILABLE` and `DATA_LOSS` (and `RESOURCE_EXHAUSTED` when the
+//!   server says with `RetryInfo` when to retry), and a collector that
+//!   cannot be reached, are retried with exponential backoff and jitter
+//!   (100 ms, doubling up to 5 s), waiting at least what a `Retry-After`
+//!   header or a `RetryInfo` asks. A request is retried until
+//!   `OTEL_EXPORTER_OTLP_TIMEOUT` (10 s by default) has passed since its
+//!   first attempt, or until the queue behind it is full. Any other answer
+//!   (400, 401, 403, 413, ...) and a failed TLS handshake (unknown CA,
+//!   wrong host name, expired certificate, no TLS on the other end) are
+//!   final: the request's spans are dropped at once.
+//! - **Limits**: string attribute values of spans, events and links (also
+//!   in arrays) are cut to `OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT`, else
+//!   `OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT` characters
+//!   ([`DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT`](crate::DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT),
+//!   8192, by default), whichever code made the span; and a batch whose
+//!   request would be larger than 4 MB (under gRPC's usual 4 MiB limit) is
+//!   sent in parts, so that one oversized span never takes its neighbours
+//!   down (a single span that is still too large is dropped alone).
 //!
 //! With `OTEL_SDK_DISABLED=true` (or
 //! [`TelemetryBuilder::disabled`](crate::TelemetryBuilder::disabled)) no
@@ -44,16 +77,16 @@
 //! are still made, so that log lines carry their ids, but not exported.
 //!
 //! Finished spans wait in a bounded queue (2048 by default) and are sent in
-//! batches by a thread of their own, with its own runtime: exporting never
-//! runs on, or waits for, the application's runtime. When the collector is
-//! down, slow or refuses connections, export requests fail or time out after
-//! `OTEL_EXPORTER_OTLP_TIMEOUT` (10 s by default), the spans of that batch
-//! are dropped, and new spans that do not fit the queue are dropped at once:
-//! the application never waits. Dropped spans (and spans the collector
-//! rejects in a partial success) are counted in
-//! `multiweb_telemetry_spans_dropped_total`, and failures are logged at most
-//! once a minute. Nothing is retried, so a span is never sent twice; when
-//! the collector is back, the next batch goes through.
+//! batches by a thread of their own, with its own runtime: exporting,
+//! compressing, TLS and retrying never run on, or wait for, the
+//! application's runtime, and the application never waits for the
+//! collector. Spans that are given up (a final answer, a failed handshake,
+//! retries out of time), spans a full queue refuses, and spans the
+//! collector rejects in a partial success are counted, once each, in
+//! `multiweb_telemetry_spans_dropped_total`; accepted ones in
+//! `multiweb_telemetry_spans_exported_total`. Each cause (export failures,
+//! TLS failures, rejections, a full queue, partial successes, oversized
+//! spans) is logged at most once a minute, naming the status or the cause.
 //!
 //! Dropping the [`TelemetryGuard`](crate::TelemetryGuard) exports every
 //! finished span still queued, waiting at most 5 s.
@@ -103,6 +136,8 @@ use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 pub(crate) use context::{RequestContext, bridged_ids, ids_of};
+#[doc(hidden)]
+pub use otlp::BenchExporter as __BenchExporter;
 pub use processor::{MAX_PENDING_SPANS, SPANS_DROPPED, SPANS_EXPORTED};
 
 use crate::Error;
@@ -161,18 +196,6 @@ pub(crate) fn install(config: &Config) -> Result<Installed, Error> {
         provider: Some(provider),
         tracer: Some(tracer),
     })
-}
-
-/// Logs, once the subscriber is in place, what the configuration falls back
-/// on: `gzip` asked for but not in this build.
-pub(crate) fn warn_about_settings(config: &Config) {
-    if let Some(variable) = config.traces.export.as_ref().and_then(|e| e.gzip_asked_by) {
-        tracing::warn!(
-            target: "multiweb_telemetry::trace",
-            variable,
-            "gzip compression is not in this build; spans are exported uncompressed"
-        );
-    }
 }
 
 /// Reads `traceparent`/`tracestate` from request headers.

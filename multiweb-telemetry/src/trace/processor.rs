@@ -5,7 +5,7 @@ use std::sync::{Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar};
 
 use crossbeam_channel::Sender;
@@ -17,7 +17,7 @@ use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
 use rustc_hash::FxHashMap;
 
-use super::otlp::{OtlpExporter, PartialSuccess};
+use super::otlp::{ExportError, Failure, MAX_REQUEST_BYTES, OtlpExporter, PartialSuccess};
 use crate::Error;
 
 /// Name of the counter of spans dropped before reaching the collector.
@@ -93,6 +93,9 @@ struct Queue {
     wake: Condvar,
     asleep: AtomicBool,
     capacity: usize,
+    /// Spans refused because the queue was full, since the exporter thread
+    /// last looked (it logs the warning: a span's end must not log).
+    refused: AtomicU64,
 }
 
 impl Queue {
@@ -113,6 +116,11 @@ impl Queue {
             self.wake.notify_one();
         }
         true
+    }
+
+    /// Whether new spans are refused now.
+    fn is_full(&self) -> bool {
+        self.lock().spans.len() >= self.capacity
     }
 
     /// Appends a control message and wakes the thread; `false` once closed.
@@ -158,7 +166,8 @@ impl ExportProcessor {
     {
         metrics::describe_counter!(
             SPANS_DROPPED,
-            "Finished spans dropped before reaching the collector (queue full or export failed)."
+            "Finished spans dropped before reaching the collector (queue full, export failed or \
+             rejected, or a span too large to send)."
         );
         metrics::describe_counter!(SPANS_EXPORTED, "Spans the collector accepted.");
         let dropped = metrics::counter!(SPANS_DROPPED);
@@ -171,6 +180,7 @@ impl ExportProcessor {
             wake: Condvar::new(),
             asleep: AtomicBool::new(false),
             capacity: queue_size,
+            refused: AtomicU64::new(0),
         });
         let worker_queue = Arc::clone(&queue);
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
@@ -201,12 +211,10 @@ impl ExportProcessor {
                         Worker {
                             runtime,
                             exporter,
-                            timeout,
                             queue: worker_queue,
                             dropped: worker_dropped,
                             exported: accepted,
-                            last_warning: None,
-                            last_partial: None,
+                            warned: Warned::default(),
                         }
                         .run();
                     }
@@ -241,6 +249,7 @@ impl ExportProcessor {
     fn enqueue(&self, span: SpanData) {
         if !self.queue.push(span) {
             self.dropped.increment(1);
+            self.queue.refused.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -332,13 +341,22 @@ impl SpanProcessor for ExportProcessor {
 struct Worker {
     runtime: tokio::runtime::Runtime,
     exporter: OtlpExporter,
-    timeout: Duration,
     queue: Arc<Queue>,
     dropped: Counter,
     exported: Counter,
-    last_warning: Option<Instant>,
-    /// When a partial success was last logged (limited apart from failures).
-    last_partial: Option<Instant>,
+    warned: Warned,
+}
+
+/// When each kind of warning was last logged: each is limited to one per
+/// [`WARN_EVERY`] on its own, so that one cause never hides another.
+#[derive(Default)]
+struct Warned {
+    failed: Option<Instant>,
+    tls: Option<Instant>,
+    rejected: Option<Instant>,
+    partial: Option<Instant>,
+    too_large: Option<Instant>,
+    queue_full: Option<Instant>,
 }
 
 impl Worker {
@@ -363,6 +381,7 @@ impl Worker {
                 }
                 (spans, control)
             };
+            self.warn_queue_full();
             for message in &control {
                 if let Control::Resource(resource) = message {
                     self.exporter.set_resource(resource);
@@ -386,41 +405,110 @@ impl Worker {
         }
     }
 
+    /// Sends `batch`, in parts when its request would be larger than
+    /// [`MAX_REQUEST_BYTES`]: a span too large on its own is dropped alone,
+    /// never with its neighbours.
     fn export(&mut self, batch: &[SpanData]) {
+        let encoded = self.exporter.encode(batch);
+        if encoded.len() > MAX_REQUEST_BYTES {
+            if let [span] = batch {
+                self.dropped.increment(1);
+                if due(&mut self.warned.too_large) {
+                    tracing::warn!(
+                        target: "multiweb_telemetry::trace",
+                        span = %span.name,
+                        bytes = encoded.len(),
+                        limit = MAX_REQUEST_BYTES,
+                        "a span too large for one export request was dropped \
+                         (counted in multiweb_telemetry_spans_dropped_total, \
+                         logged at most once a minute)"
+                    );
+                }
+                return;
+            }
+            let (first, second) = batch.split_at(batch.len() / 2);
+            self.export(first);
+            self.export(second);
+            return;
+        }
         let count = batch.len() as u64;
-        let (exporter, timeout) = (&mut self.exporter, self.timeout);
+        let (exporter, queue) = (&mut self.exporter, &self.queue);
         let result = self
             .runtime
-            .block_on(async { tokio::time::timeout(timeout, exporter.export(batch)).await });
-        let error = match result {
-            Ok(Ok(partial)) => {
+            .block_on(exporter.send(encoded, batch.len(), || queue.is_full()));
+        match result {
+            Ok(partial) => {
                 self.exported
                     .increment(count.saturating_sub(partial.rejected));
                 self.dropped.increment(partial.rejected);
                 if partial != PartialSuccess::default() {
                     self.warn_partial(count, &partial);
                 }
-                return;
             }
-            Ok(Err(err)) => err.to_string(),
-            Err(_) => format!("no answer within {timeout:?}"),
+            Err(error) => {
+                // Counted once, when the request is finally given up.
+                self.dropped.increment(count);
+                self.warn_failure(count, &error);
+            }
+        }
+    }
+
+    /// Logs why a request was given up, at most once a minute per kind.
+    fn warn_failure(&mut self, count: u64, error: &ExportError) {
+        let last = match error.failure {
+            Failure::Failed => &mut self.warned.failed,
+            Failure::Tls => &mut self.warned.tls,
+            Failure::Rejected => &mut self.warned.rejected,
         };
-        self.dropped.increment(count);
-        if due(&mut self.last_warning) {
-            tracing::warn!(
+        if !due(last) {
+            return;
+        }
+        match error.failure {
+            Failure::Failed => tracing::warn!(
                 target: "multiweb_telemetry::trace",
                 error = %error,
                 dropped = count,
                 "span export failed; dropping spans until the collector answers \
                  (counted in multiweb_telemetry_spans_dropped_total, logged at most once a minute)"
-            );
+            ),
+            Failure::Tls => tracing::warn!(
+                target: "multiweb_telemetry::trace",
+                error = %error,
+                dropped = count,
+                "span export failed: no TLS connection to the collector; dropping spans \
+                 until one succeeds (counted in multiweb_telemetry_spans_dropped_total, \
+                 logged at most once a minute)"
+            ),
+            Failure::Rejected => tracing::warn!(
+                target: "multiweb_telemetry::trace",
+                error = %error,
+                dropped = count,
+                "span export rejected by the collector; the spans are dropped, not retried \
+                 (counted in multiweb_telemetry_spans_dropped_total, logged at most once a minute)"
+            ),
         }
+    }
+
+    /// Logs spans refused by a full queue, at most once a minute.
+    fn warn_queue_full(&mut self) {
+        if self.queue.refused.load(Ordering::Relaxed) == 0 || !due(&mut self.warned.queue_full) {
+            return;
+        }
+        let refused = self.queue.refused.swap(0, Ordering::Relaxed);
+        tracing::warn!(
+            target: "multiweb_telemetry::trace",
+            dropped = refused,
+            capacity = self.queue.capacity,
+            "the span queue is full; new spans are dropped until the exporter catches up \
+             (counted in multiweb_telemetry_spans_dropped_total, logged at most once a minute; \
+             a larger `span_queue_size` absorbs longer bursts)"
+        );
     }
 
     /// Logs what a collector said when it accepted a batch only in part (or
     /// with a warning), at most once a minute.
     fn warn_partial(&mut self, count: u64, partial: &PartialSuccess) {
-        if !due(&mut self.last_partial) {
+        if !due(&mut self.warned.partial) {
             return;
         }
         tracing::warn!(

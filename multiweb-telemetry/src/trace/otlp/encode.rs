@@ -9,6 +9,11 @@
 //! out, as protobuf encoders do. The tests decode the output with the
 //! generated types of `opentelemetry-proto` and compare it with that crate's
 //! own conversion.
+//!
+//! String attribute values of spans, events and links (also inside arrays)
+//! are cut to the attribute value length limit, counted in characters, as
+//! the OpenTelemetry specification's attribute limits say: here they cover
+//! every span, whichever code made it.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -38,7 +43,7 @@ impl EncodedResource {
     pub(crate) fn new(resource: &Resource) -> Self {
         let mut body = Vec::new();
         for (key, value) in resource {
-            key_value(&mut body, 1, key.as_str(), value);
+            key_value(&mut body, 1, key.as_str(), value, usize::MAX);
         }
         Self {
             body,
@@ -49,8 +54,14 @@ impl EncodedResource {
 
 /// Appends the `ExportTraceServiceRequest` for `spans` to `buf`: one
 /// `ResourceSpans`, with one `ScopeSpans` per instrumentation scope in the
-/// order the scopes first appear.
-pub(crate) fn export_request(buf: &mut Vec<u8>, resource: &EncodedResource, spans: &[SpanData]) {
+/// order the scopes first appear. String attribute values longer than
+/// `limit` characters are cut to `limit`.
+pub(crate) fn export_request(
+    buf: &mut Vec<u8>,
+    resource: &EncodedResource,
+    spans: &[SpanData],
+    limit: usize,
+) {
     let Some(first) = spans.first() else {
         return;
     };
@@ -61,7 +72,7 @@ pub(crate) fn export_request(buf: &mut Vec<u8>, resource: &EncodedResource, span
         .iter()
         .all(|span| span.instrumentation_scope == *first_scope)
     {
-        scope_spans(buf, first_scope, spans.iter());
+        scope_spans(buf, first_scope, spans.iter(), limit);
     } else {
         let mut scopes: Vec<&InstrumentationScope> = Vec::new();
         for span in spans {
@@ -74,6 +85,7 @@ pub(crate) fn export_request(buf: &mut Vec<u8>, resource: &EncodedResource, span
                 buf,
                 scope,
                 spans.iter().filter(|s| s.instrumentation_scope == *scope),
+                limit,
             );
         }
     }
@@ -85,23 +97,24 @@ fn scope_spans<'a>(
     buf: &mut Vec<u8>,
     scope: &InstrumentationScope,
     spans: impl Iterator<Item = &'a SpanData>,
+    limit: usize,
 ) {
     let outer = begin(buf, 2);
     let inner = begin(buf, 1);
     string(buf, 1, scope.name());
     string(buf, 2, scope.version().unwrap_or_default());
     for attribute in scope.attributes() {
-        key_value(buf, 3, attribute.key.as_str(), &attribute.value);
+        key_value(buf, 3, attribute.key.as_str(), &attribute.value, usize::MAX);
     }
     end(buf, inner);
     for data in spans {
-        span(buf, data);
+        span(buf, data, limit);
     }
     string(buf, 3, scope.schema_url().unwrap_or_default());
     end(buf, outer);
 }
 
-fn span(buf: &mut Vec<u8>, span: &SpanData) {
+fn span(buf: &mut Vec<u8>, span: &SpanData, limit: usize) {
     let at = begin(buf, 2);
     let cx = &span.span_context;
     bytes(buf, 1, &cx.trace_id().to_bytes());
@@ -114,15 +127,13 @@ fn span(buf: &mut Vec<u8>, span: &SpanData) {
     uint(buf, 6, span_kind(&span.span_kind));
     fixed64(buf, 7, nanos(span.start_time));
     fixed64(buf, 8, nanos(span.end_time));
-    for attribute in &span.attributes {
-        key_value(buf, 9, attribute.key.as_str(), &attribute.value);
-    }
+    attributes(buf, 9, &span.attributes, limit);
     uint(buf, 10, u64::from(span.dropped_attributes_count));
     for event in &span.events.events {
         let at = begin(buf, 11);
         fixed64(buf, 1, nanos(event.timestamp));
         string(buf, 2, &event.name);
-        attributes(buf, 3, &event.attributes);
+        attributes(buf, 3, &event.attributes, limit);
         uint(buf, 4, u64::from(event.dropped_attributes_count));
         end(buf, at);
     }
@@ -133,7 +144,7 @@ fn span(buf: &mut Vec<u8>, span: &SpanData) {
         bytes(buf, 1, &cx.trace_id().to_bytes());
         bytes(buf, 2, &cx.span_id().to_bytes());
         trace_state(buf, 3, cx);
-        attributes(buf, 4, &link.attributes);
+        attributes(buf, 4, &link.attributes, limit);
         uint(buf, 5, u64::from(link.dropped_attributes_count));
         fixed32(buf, 6, flags(cx, cx.is_remote()));
         end(buf, at);
@@ -185,29 +196,29 @@ fn nanos(time: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-fn attributes(buf: &mut Vec<u8>, field: u32, attributes: &[KeyValue]) {
+fn attributes(buf: &mut Vec<u8>, field: u32, attributes: &[KeyValue], limit: usize) {
     for attribute in attributes {
-        key_value(buf, field, attribute.key.as_str(), &attribute.value);
+        key_value(buf, field, attribute.key.as_str(), &attribute.value, limit);
     }
 }
 
 /// A `KeyValue` message as field `field`.
-fn key_value(buf: &mut Vec<u8>, field: u32, key: &str, value: &Value) {
+fn key_value(buf: &mut Vec<u8>, field: u32, key: &str, value: &Value, limit: usize) {
     let at = begin(buf, field);
     string(buf, 1, key);
     let value_at = begin(buf, 2);
-    any_value(buf, value);
+    any_value(buf, value, limit);
     end(buf, value_at);
     end(buf, at);
 }
 
 /// The body of an `AnyValue`: its one field is always written, default or not.
-fn any_value(buf: &mut Vec<u8>, value: &Value) {
+fn any_value(buf: &mut Vec<u8>, value: &Value, limit: usize) {
     match value {
         Value::Bool(b) => bool_value(buf, *b),
         Value::I64(i) => int_value(buf, *i),
         Value::F64(f) => double_value(buf, *f),
-        Value::String(s) => string_value(buf, s.as_str()),
+        Value::String(s) => string_value(buf, truncated(s.as_str(), limit)),
         Value::Array(array) => {
             let at = begin(buf, 5);
             match array {
@@ -215,7 +226,9 @@ fn any_value(buf: &mut Vec<u8>, value: &Value) {
                 Array::I64(values) => array_values(buf, values, |buf, i| int_value(buf, *i)),
                 Array::F64(values) => array_values(buf, values, |buf, f| double_value(buf, *f)),
                 Array::String(values) => {
-                    array_values(buf, values, |buf, s| string_value(buf, s.as_str()));
+                    array_values(buf, values, |buf, s| {
+                        string_value(buf, truncated(s.as_str(), limit));
+                    });
                 }
                 // A kind of array added to `opentelemetry` later: sent empty.
                 _ => {}
@@ -224,6 +237,18 @@ fn any_value(buf: &mut Vec<u8>, value: &Value) {
         }
         // A kind of value added to `opentelemetry` later: sent as an empty value.
         _ => {}
+    }
+}
+
+/// `value` cut to its first `limit` characters.
+fn truncated(value: &str, limit: usize) -> &str {
+    // A string of at most `limit` bytes has at most `limit` characters.
+    if value.len() <= limit {
+        return value;
+    }
+    match value.char_indices().nth(limit) {
+        Some((end, _)) => &value[..end],
+        None => value,
     }
 }
 
@@ -422,7 +447,7 @@ mod tests {
     /// conversion (decoding alone is lenient).
     fn assert_encodes_as_reference(resource: &Resource, spans: &[SpanData]) {
         let mut buf = Vec::new();
-        export_request(&mut buf, &EncodedResource::new(resource), spans);
+        export_request(&mut buf, &EncodedResource::new(resource), spans, usize::MAX);
         let decoded = ExportTraceServiceRequest::decode(buf.as_slice()).expect("valid protobuf");
         let reference = reference(resource, spans);
         assert_eq!(decoded, reference, "{spans:?}");
@@ -495,7 +520,7 @@ mod tests {
         }
         // The exporter never sends an empty batch; nothing is written for one.
         let mut buf = Vec::new();
-        export_request(&mut buf, &EncodedResource::new(&resource), &[]);
+        export_request(&mut buf, &EncodedResource::new(&resource), &[], usize::MAX);
         assert!(buf.is_empty());
         assert_encodes_as_reference(&Resource::builder_empty().build(), &[span("x", &scope)]);
     }
@@ -506,9 +531,76 @@ mod tests {
         let scope = InstrumentationScope::builder("multiweb-telemetry").build();
         let spans: Vec<SpanData> = (0..600).map(|_| span("GET /", &scope)).collect();
         let mut buf = Vec::new();
-        export_request(&mut buf, &EncodedResource::new(&resource), &spans);
+        export_request(
+            &mut buf,
+            &EncodedResource::new(&resource),
+            &spans,
+            usize::MAX,
+        );
         assert!(buf.len() > 1 << 14, "{}", buf.len());
         assert_encodes_as_reference(&resource, &spans);
+    }
+
+    #[test]
+    fn string_values_of_spans_events_and_links_are_cut_to_the_limit_in_characters() {
+        let resource = Resource::builder_empty()
+            .with_service_name("a service name longer than the limit")
+            .build();
+        let scope = InstrumentationScope::builder("multiweb-telemetry").build();
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let strings = |values: &[&str]| {
+            Value::Array(Array::String(
+                values
+                    .iter()
+                    .map(|v| StringValue::from((*v).to_owned()))
+                    .collect(),
+            ))
+        };
+        let with = |path: &str, accents: &str, array: &[&str], event: &str, link: &str| {
+            let mut data = span("GET /", &scope);
+            data.attributes = vec![
+                KeyValue::new("url.path", path.to_owned()),
+                KeyValue::new("short", "abc"),
+                KeyValue::new("accents", accents.to_owned()),
+                KeyValue::new("strings", strings(array)),
+                KeyValue::new("number", 1_234_567_890_123_i64),
+            ];
+            data.events.events.push(Event::new(
+                "retry",
+                at,
+                vec![KeyValue::new("reason", event.to_owned())],
+                0,
+            ));
+            data.links.links.push(Link::new(
+                context(7, 8, true, ""),
+                vec![KeyValue::new("link.kind", link.to_owned())],
+                0,
+            ));
+            data
+        };
+        let long = with(
+            &format!("/{}", "a".repeat(100)),
+            "éééééééééé",
+            &["0123456789ab", "x"],
+            &"b".repeat(20),
+            &"c".repeat(9),
+        );
+        let mut buf = Vec::new();
+        export_request(&mut buf, &EncodedResource::new(&resource), &[long], 8);
+        let decoded = ExportTraceServiceRequest::decode(buf.as_slice()).expect("valid protobuf");
+        let cut = with(
+            "/aaaaaaa",
+            "éééééééé",
+            &["01234567", "x"],
+            "bbbbbbbb",
+            "cccccccc",
+        );
+        assert_eq!(
+            decoded,
+            reference(&resource, &[cut]),
+            "every string value cut to 8 characters (not bytes); other values and \
+             the resource untouched"
+        );
     }
 
     #[test]

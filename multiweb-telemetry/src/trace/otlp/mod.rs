@@ -1,102 +1,141 @@
 //! The OTLP exporter: encodes each batch of spans once (see [`encode`]) and
-//! sends it over gRPC (tonic) or HTTP/protobuf (hyper), with the headers and
-//! timeout of the standard `OTEL_EXPORTER_OTLP_*` variables.
+//! sends it over gRPC ([`grpc`], tonic) or HTTP/protobuf ([`http`], hyper),
+//! with the headers, timeout, compression and TLS settings of the standard
+//! `OTEL_EXPORTER_OTLP_*` variables, retrying what the OTLP specification
+//! says is retryable ([`retry`]) until the export timeout.
 //!
-//! It replaces `opentelemetry-otlp`'s span exporter, which converted every
-//! span into owned protobuf structs after cloning the whole batch (for
-//! retries this crate does not make): about three quarters of the exporter
-//! thread's work per span.
+//! It replaces `opentelemetry-otlp`'s span exporter, which converts every
+//! span into owned protobuf structs after cloning the whole batch, again
+//! for each retry: about five times this exporter's work per span on the
+//! exporter thread (see BENCHMARKS.md).
 
 mod encode;
+mod grpc;
+mod http;
+mod retry;
+mod tls;
 
-use bytes::{Buf, BufMut, Bytes};
-use http::HeaderMap;
-use http::uri::PathAndQuery;
-use opentelemetry_http::HttpClient;
+use std::time::Duration;
+
+use bytes::Bytes;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SpanData;
+use tokio::time::Instant;
 
 use crate::Error;
 use crate::config::{OtlpExport, OtlpProtocol};
 
 use encode::EncodedResource;
+use retry::{Backoff, Retry};
 
-/// The gRPC method of the OTLP trace service.
-const GRPC_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 /// Sent as `User-Agent`, as the OpenTelemetry exporters do.
 const USER_AGENT: &str = concat!("multiweb-telemetry/", env!("CARGO_PKG_VERSION"));
 
-/// Why a batch was not accepted; the spans are dropped.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub(crate) struct ExportError(String);
+/// Largest export request, encoded (before compression): a batch that would
+/// be larger is sent in parts. Under the 4 MiB that gRPC servers accept by
+/// default (the OpenTelemetry Collector's and Tempo's too).
+pub(crate) const MAX_REQUEST_BYTES: usize = 4_000_000;
+
+/// Why a request was given up; its spans are dropped.
+#[derive(Debug)]
+pub(crate) struct ExportError {
+    pub(crate) failure: Failure,
+    message: String,
+}
+
+impl std::fmt::Display for ExportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// The kinds of failure, each warned about on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// The collector answered with a status that must not be retried.
+    Rejected,
+    /// The TLS handshake failed (unknown CA, wrong host name, expired
+    /// certificate, no TLS on the other end, client certificate refused).
+    Tls,
+    /// Unreachable, a retryable answer until the time was up, or no answer.
+    Failed,
+}
+
+/// Why one attempt failed, and whether to retry.
+#[derive(Debug)]
+pub(super) struct AttemptError {
+    retry: Retry,
+    cause: String,
+    failure: Failure,
+}
+
+impl AttemptError {
+    /// The collector could not be reached, or the TLS handshake failed,
+    /// which is not retried: a wrong certificate stays wrong.
+    fn unreachable(cause: String, tls: bool) -> Self {
+        if tls {
+            AttemptError {
+                retry: Retry::Never,
+                cause,
+                failure: Failure::Tls,
+            }
+        } else {
+            AttemptError {
+                retry: Retry::Backoff,
+                cause: format!("could not reach the collector: {cause}"),
+                failure: Failure::Failed,
+            }
+        }
+    }
+
+    /// The collector answered `status` (`HTTP 503 …`, `gRPC status …`).
+    fn answered(retry: Retry, status: &str) -> Self {
+        AttemptError {
+            retry,
+            cause: format!("the collector answered {status}"),
+            failure: if retry == Retry::Never {
+                Failure::Rejected
+            } else {
+                Failure::Failed
+            },
+        }
+    }
+}
 
 /// Sends batches of finished spans to one collector.
 pub(crate) struct OtlpExporter {
     transport: Transport,
     resource: EncodedResource,
+    timeout: Duration,
+    /// The longest string attribute value sent, in characters.
+    value_limit: usize,
     /// The last request's size, to allocate the next one at once.
     last_len: usize,
 }
 
 enum Transport {
-    Grpc {
-        client: tonic::client::Grpc<tonic::transport::Channel>,
-        headers: HeaderMap,
-    },
-    Http {
-        client: Box<opentelemetry_http::hyper::HyperClient>,
-        endpoint: http::Uri,
-        headers: HeaderMap,
-    },
+    Grpc(Box<grpc::GrpcTransport>),
+    Http(Box<http::HttpTransport>),
 }
 
 impl OtlpExporter {
     /// Builds the client; for gRPC, must run inside a Tokio runtime. Nothing
     /// connects until the first batch.
     pub(crate) fn new(settings: &OtlpExport) -> Result<Self, Error> {
-        let invalid = |source: Box<dyn std::error::Error + Send + Sync>| Error::Exporter { source };
         let transport = match settings.protocol {
             OtlpProtocol::Grpc => {
-                let channel = tonic::transport::Endpoint::from_shared(settings.endpoint.clone())
-                    .and_then(|endpoint| endpoint.user_agent(USER_AGENT))
-                    .map_err(|err| invalid(Box::new(err)))?
-                    .timeout(settings.timeout)
-                    .connect_lazy();
-                Transport::Grpc {
-                    client: tonic::client::Grpc::new(channel),
-                    headers: settings.headers.clone(),
-                }
+                grpc::GrpcTransport::new(settings).map(|grpc| Transport::Grpc(Box::new(grpc)))
             }
             OtlpProtocol::HttpProtobuf => {
-                let endpoint = settings
-                    .endpoint
-                    .parse::<http::Uri>()
-                    .map_err(|err| invalid(Box::new(err)))?;
-                let mut headers = settings.headers.clone();
-                headers.insert(
-                    http::header::CONTENT_TYPE,
-                    http::HeaderValue::from_static("application/x-protobuf"),
-                );
-                // Unless the headers variable sets one.
-                headers
-                    .entry(http::header::USER_AGENT)
-                    .or_insert(http::HeaderValue::from_static(USER_AGENT));
-                Transport::Http {
-                    client: Box::new(
-                        opentelemetry_http::hyper::HyperClient::with_default_connector(
-                            settings.timeout,
-                            None,
-                        ),
-                    ),
-                    endpoint,
-                    headers,
-                }
+                http::HttpTransport::new(settings).map(|http| Transport::Http(Box::new(http)))
             }
-        };
+        }
+        .map_err(|source| Error::Exporter { source })?;
         Ok(Self {
             transport,
             resource: EncodedResource::default(),
+            timeout: settings.timeout,
+            value_limit: settings.attribute_value_limit,
             last_len: 0,
         })
     }
@@ -106,68 +145,82 @@ impl OtlpExporter {
         self.resource = EncodedResource::new(resource);
     }
 
-    /// Sends `spans` in one request. Returns the collector's partial
-    /// success (spans rejected, and its message), or why the request failed.
-    pub(crate) async fn export(
-        &mut self,
-        spans: &[SpanData],
-    ) -> Result<PartialSuccess, ExportError> {
+    /// The `ExportTraceServiceRequest` for `spans`, encoded.
+    pub(crate) fn encode(&mut self, spans: &[SpanData]) -> Vec<u8> {
         let mut body = Vec::with_capacity(self.last_len + self.last_len / 8);
-        encode::export_request(&mut body, &self.resource, spans);
+        encode::export_request(&mut body, &self.resource, spans, self.value_limit);
         self.last_len = body.len();
-        let response = match &mut self.transport {
-            Transport::Grpc { client, headers } => {
-                client
-                    .ready()
-                    .await
-                    .map_err(|err| ExportError(format!("gRPC channel not ready: {err}")))?;
-                let mut request = tonic::Request::new(body);
-                *request.metadata_mut() =
-                    tonic::metadata::MetadataMap::from_headers(headers.clone());
-                client
-                    .unary(request, PathAndQuery::from_static(GRPC_EXPORT), RawCodec)
-                    .await
-                    .map_err(|status| {
-                        ExportError(match std::error::Error::source(&status) {
-                            // Made by the client's own transport (connection
-                            // refused, DNS, ...): the cause is the client's text.
-                            Some(cause) => format!("could not reach the collector: {cause}"),
-                            // From the collector: only the code, as a
-                            // collector may echo credentials in its message.
-                            None => {
-                                format!("the collector answered gRPC status {:?}", status.code())
-                            }
-                        })
-                    })?
-                    .into_inner()
-            }
-            Transport::Http {
-                client,
-                endpoint,
-                headers,
-            } => {
-                let mut request = http::Request::new(Bytes::from(body));
-                *request.method_mut() = http::Method::POST;
-                *request.uri_mut() = endpoint.clone();
-                *request.headers_mut() = headers.clone();
-                let response = client
-                    .send_bytes(request)
-                    .await
-                    .map_err(|err| ExportError(format!("HTTP request failed: {err}")))?;
-                if !response.status().is_success() {
-                    return Err(ExportError(format!(
-                        "the collector answered HTTP {}",
-                        response.status()
-                    )));
-                }
-                response.into_body()
-            }
+        body
+    }
+
+    /// Sends one encoded request of `spans` spans, retrying what may be
+    /// retried until the export timeout has passed since the first attempt,
+    /// or until `give_up` says so (the queue behind it is full). Returns the
+    /// collector's partial success, or why the request was given up.
+    pub(crate) async fn send(
+        &mut self,
+        encoded: Vec<u8>,
+        spans: usize,
+        give_up: impl Fn() -> bool,
+    ) -> Result<PartialSuccess, ExportError> {
+        let deadline = Instant::now() + self.timeout;
+        let body = match &mut self.transport {
+            Transport::Grpc(_) => Bytes::from(encoded),
+            Transport::Http(http) => http.body(encoded),
         };
-        let (rejected, message) = encode::partial_success(&response);
-        Ok(PartialSuccess {
-            rejected: rejected.min(spans.len() as u64),
-            message,
-        })
+        let mut backoff = Backoff::default();
+        let mut attempts = 1_u32;
+        loop {
+            let attempt = match &mut self.transport {
+                Transport::Grpc(grpc) => {
+                    tokio::time::timeout_at(deadline, grpc.send(body.clone())).await
+                }
+                Transport::Http(http) => {
+                    tokio::time::timeout_at(deadline, http.send(body.clone())).await
+                }
+            };
+            let error = match attempt {
+                Ok(Ok(response)) => {
+                    let (rejected, message) = encode::partial_success(&response);
+                    return Ok(PartialSuccess {
+                        rejected: rejected.min(spans as u64),
+                        message,
+                    });
+                }
+                Ok(Err(error)) => error,
+                Err(_) => {
+                    return Err(ExportError {
+                        failure: Failure::Failed,
+                        message: format!(
+                            "no answer within the export timeout ({:?}, attempt {attempts})",
+                            self.timeout
+                        ),
+                    });
+                }
+            };
+            let final_error = |why: &str| ExportError {
+                failure: error.failure,
+                message: format!("{}{why}", error.cause),
+            };
+            if error.retry == Retry::Never {
+                return Err(final_error(""));
+            }
+            let wait = backoff.wait(error.retry);
+            if Instant::now() + wait >= deadline {
+                return Err(final_error(&format!(
+                    " (given up after {attempts} attempts: the export timeout of {:?} \
+                     leaves no time to retry)",
+                    self.timeout
+                )));
+            }
+            if give_up() {
+                return Err(final_error(&format!(
+                    " (given up after {attempts} attempts: the span queue is full)"
+                )));
+            }
+            tokio::time::sleep(wait).await;
+            attempts += 1;
+        }
     }
 }
 
@@ -186,239 +239,61 @@ impl std::fmt::Debug for OtlpExporter {
     }
 }
 
-/// A gRPC codec for messages already encoded: the request is sent as is,
-/// the response is kept as bytes.
-#[derive(Debug, Clone, Copy)]
-struct RawCodec;
-
-impl tonic::codec::Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = Bytes;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        RawCodec
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        RawCodec
-    }
+/// Not part of the API: one batch through this exporter as the exporter
+/// thread sends it, for `benches/otlp_export.rs`, which compares it with
+/// `opentelemetry-otlp`'s span exporter.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct BenchExporter {
+    runtime: tokio::runtime::Runtime,
+    exporter: OtlpExporter,
 }
 
-impl tonic::codec::Encoder for RawCodec {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-
-    fn encode(
-        &mut self,
-        item: Vec<u8>,
-        dst: &mut tonic::codec::EncodeBuf<'_>,
-    ) -> Result<(), tonic::Status> {
-        dst.put_slice(&item);
-        Ok(())
+impl BenchExporter {
+    /// An OTLP/HTTP exporter to `endpoint` (the full URL, `…/v1/traces`).
+    ///
+    /// # Panics
+    ///
+    /// If the exporter cannot be built.
+    pub fn http(endpoint: &str, gzip: bool) -> Self {
+        let settings = OtlpExport {
+            protocol: OtlpProtocol::HttpProtobuf,
+            endpoint: endpoint.to_owned(),
+            headers: ::http::HeaderMap::new(),
+            timeout: Duration::from_secs(10),
+            compression: if gzip {
+                crate::config::OtlpCompression::Gzip
+            } else {
+                crate::config::OtlpCompression::None
+            },
+            tls: crate::config::OtlpTls::default(),
+            attribute_value_limit: crate::config::DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT,
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let exporter = {
+            let _entered = runtime.enter();
+            OtlpExporter::new(&settings).expect("an exporter")
+        };
+        Self { runtime, exporter }
     }
-}
 
-impl tonic::codec::Decoder for RawCodec {
-    type Item = Bytes;
-    type Error = tonic::Status;
+    /// Sets the resource every batch is sent with.
+    pub fn set_resource(&mut self, resource: &Resource) {
+        self.exporter.set_resource(resource);
+    }
 
-    fn decode(
-        &mut self,
-        src: &mut tonic::codec::DecodeBuf<'_>,
-    ) -> Result<Option<Bytes>, tonic::Status> {
-        Ok(Some(src.copy_to_bytes(src.remaining())))
+    /// Encodes `spans` and sends them in one request; whether they were
+    /// accepted.
+    pub fn export(&mut self, spans: &[SpanData]) -> bool {
+        let encoded = self.exporter.encode(spans);
+        self.runtime
+            .block_on(self.exporter.send(encoded, spans.len(), || false))
+            .is_ok()
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use std::io::{BufRead, BufReader, Read, Write};
-    use std::time::{Duration, SystemTime};
-
-    use opentelemetry::InstrumentationScope;
-    use opentelemetry::trace::{
-        SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
-    };
-    use opentelemetry_proto::tonic::collector::trace::v1::{
-        ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
-    };
-    use opentelemetry_sdk::trace::{SpanEvents, SpanLinks};
-    use prost::Message;
-
-    use super::*;
-
-    fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    }
-
-    fn span(id: u64) -> SpanData {
-        SpanData {
-            span_context: SpanContext::new(
-                TraceId::from(1),
-                SpanId::from(id),
-                TraceFlags::SAMPLED,
-                false,
-                TraceState::NONE,
-            ),
-            parent_span_id: SpanId::INVALID,
-            parent_span_is_remote: false,
-            span_kind: SpanKind::Server,
-            name: "GET /".into(),
-            start_time: SystemTime::now(),
-            end_time: SystemTime::now(),
-            attributes: Vec::new(),
-            dropped_attributes_count: 0,
-            events: SpanEvents::default(),
-            links: SpanLinks::default(),
-            status: Status::Unset,
-            instrumentation_scope: InstrumentationScope::builder("multiweb-telemetry").build(),
-        }
-    }
-
-    /// A one-shot HTTP collector: answers `status` with `body` and hands back
-    /// the request's head (lowercased) and body.
-    fn collector(
-        status: &'static str,
-        body: Vec<u8>,
-    ) -> (String, std::thread::JoinHandle<(String, Vec<u8>)>) {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
-        listener.set_nonblocking(true).unwrap();
-        let handle = std::thread::spawn(move || {
-            // A client that never connects fails the test, not hangs it.
-            let deadline = std::time::Instant::now() + Duration::from_secs(20);
-            let stream = loop {
-                match listener.accept() {
-                    Ok((stream, _)) => break stream,
-                    Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
-                        assert!(std::time::Instant::now() < deadline, "no request came");
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                    Err(err) => panic!("accept: {err}"),
-                }
-            };
-            stream.set_nonblocking(false).unwrap();
-            stream
-                .set_read_timeout(Some(Duration::from_secs(20)))
-                .unwrap();
-            let mut reader = BufReader::new(stream);
-            let mut head = String::new();
-            loop {
-                let mut line = String::new();
-                reader.read_line(&mut line).unwrap();
-                if line == "\r\n" {
-                    break;
-                }
-                head.push_str(&line.to_ascii_lowercase());
-            }
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length: "))
-                .unwrap()
-                .trim()
-                .parse()
-                .unwrap();
-            let mut request = vec![0; len];
-            reader.read_exact(&mut request).unwrap();
-            let mut stream = reader.into_inner();
-            write!(
-                stream,
-                "HTTP/1.1 {status}\r\ncontent-type: application/x-protobuf\r\ncontent-length: {}\r\n\r\n",
-                body.len()
-            )
-            .unwrap();
-            stream.write_all(&body).unwrap();
-            (head, request)
-        });
-        (url, handle)
-    }
-
-    fn http_settings(endpoint: String) -> OtlpExport {
-        let mut headers = HeaderMap::new();
-        headers.insert("x-api-key", http::HeaderValue::from_static("s3cret"));
-        OtlpExport {
-            protocol: OtlpProtocol::HttpProtobuf,
-            endpoint,
-            headers,
-            timeout: Duration::from_secs(10),
-            gzip_asked_by: None,
-        }
-    }
-
-    #[test]
-    fn http_export_posts_the_batch_with_the_headers_and_reads_partial_success() {
-        let response = ExportTraceServiceResponse {
-            partial_success: Some(ExportTracePartialSuccess {
-                rejected_spans: 1,
-                error_message: "one span too old".to_owned(),
-            }),
-        };
-        let (url, collector) = collector("200 OK", response.encode_to_vec());
-        let runtime = runtime();
-        let mut exporter = OtlpExporter::new(&http_settings(url)).unwrap();
-        exporter.set_resource(
-            &Resource::builder_empty()
-                .with_service_name("marketplace")
-                .build(),
-        );
-        let partial = runtime.block_on(exporter.export(&[span(1), span(2)]));
-        assert_eq!(
-            partial.unwrap(),
-            PartialSuccess {
-                rejected: 1,
-                message: "one span too old".to_owned()
-            }
-        );
-
-        let (head, body) = collector.join().unwrap();
-        assert!(head.starts_with("post /v1/traces http/1.1\r\n"), "{head}");
-        for header in [
-            "x-api-key: s3cret\r\n",
-            "content-type: application/x-protobuf\r\n",
-            "user-agent: multiweb-telemetry/",
-        ] {
-            assert!(head.contains(header), "{header} in {head}");
-        }
-        let request = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
-        let resource_spans = &request.resource_spans[0];
-        let service = &resource_spans.resource.as_ref().unwrap().attributes[0];
-        assert_eq!(service.key, "service.name");
-        let spans = &resource_spans.scope_spans[0].spans;
-        let ids: Vec<&[u8]> = spans.iter().map(|s| s.span_id.as_slice()).collect();
-        assert_eq!(ids, [&[0, 0, 0, 0, 0, 0, 0, 1], &[0, 0, 0, 0, 0, 0, 0, 2]]);
-    }
-
-    #[test]
-    fn an_http_error_status_fails_the_batch() {
-        let (url, collector) = collector("503 Service Unavailable", Vec::new());
-        let runtime = runtime();
-        let mut exporter = OtlpExporter::new(&http_settings(url)).unwrap();
-        let err = runtime.block_on(exporter.export(&[span(1)])).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "the collector answered HTTP 503 Service Unavailable"
-        );
-        collector.join().unwrap();
-    }
-
-    #[test]
-    fn a_grpc_endpoint_tonic_refuses_is_an_error() {
-        let runtime = runtime();
-        let _entered = runtime.enter();
-        let settings = |endpoint: &str| OtlpExport {
-            protocol: OtlpProtocol::Grpc,
-            endpoint: endpoint.to_owned(),
-            headers: HeaderMap::new(),
-            timeout: Duration::from_secs(1),
-            gzip_asked_by: None,
-        };
-        assert!(OtlpExporter::new(&settings("http://127.0.0.1:4317")).is_ok());
-        let err = OtlpExporter::new(&settings("not a uri")).unwrap_err();
-        assert_eq!(err.to_string(), "could not build the OTLP span exporter");
-    }
-}
+mod tests;
