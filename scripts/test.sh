@@ -8,3 +8,6 @@ bash scripts/install-test-tools.sh
 cargo build --workspace --examples
 cargo test --workspace --all-targets "$@"
 cargo test --workspace --doc "$@"
+# The library alone without its default features (no axum, OTLP export,
+# TLS or process metrics): its own unit, integration and doc tests.
+cargo test -p multiweb-telemetry --no-default-features "$@"

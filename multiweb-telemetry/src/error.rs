@@ -84,6 +84,16 @@ pub enum Error {
         second: String,
     },
 
+    /// A setting asks for something this build leaves out: the crate
+    /// feature that brings it is off.
+    #[error("{what} needs the crate's `{feature}` feature, which this build leaves out")]
+    FeatureDisabled {
+        /// What was asked for, e.g. an `https://` OTLP endpoint.
+        what: &'static str,
+        /// The Cargo feature of `multiweb-telemetry` that brings it.
+        feature: &'static str,
+    },
+
     /// Another crate already installed a global `metrics` recorder.
     #[error("a global `metrics` recorder is already installed by someone else")]
     RecorderAlreadySet,

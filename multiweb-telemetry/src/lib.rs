@@ -60,12 +60,19 @@
 //!
 //! # Feature flags
 //!
-//! | feature | default | what it enables |
-//! |---|---|---|
-//! | `sqlx` | no | the `db` module: a CLIENT span, the `db_client_operation_duration_seconds` histogram, slow-query and failed-query log lines for every query of a wrapped sqlx pool, and its connection gauges |
-//! | `client` | no | outgoing calls (`client::layer()` for tower clients such as hyper-util's and tonic's, `client::middleware()` for reqwest-middleware): a CLIENT span, `traceparent`, `http_client_request_duration_seconds`; pulls in reqwest 0.13 (without TLS) and reqwest-middleware 0.5 |
+//! | feature | default | what it enables | what it pulls in |
+//! |---|---|---|---|
+//! | `axum` | yes | route templates from axum's `MatchedPath` (without it, [`TelemetryLayer::route_classifier`](http::TelemetryLayer::route_classifier) names routes); the standalone `/metrics` listener (`MULTIWEB_METRICS_ADDR`) | axum (`matched-path`, `http1`, `tokio`), tokio |
+//! | `otlp` | yes | span export over OTLP, gRPC and HTTP/protobuf, with gzip and the specification's retries, on a thread of its own; without it spans (and their ids in log lines) still exist, and a configured endpoint gets a warning | tonic, hyper and hyper-util's client, prost, opentelemetry-proto, flate2, tokio |
+//! | `tls` | yes | `https://` OTLP endpoints and mTLS (`OTEL_EXPORTER_OTLP_CERTIFICATE`, `…_CLIENT_CERTIFICATE`, `…_CLIENT_KEY`): rustls with ring and the platform's trusted roots; implies `otlp` | rustls, hyper-rustls, rustls-native-certs, tonic's `tls-ring` |
+//! | `process-metrics` | yes | the standard `process_*` metrics, refreshed at each scrape | metrics-process |
+//! | `testing` | no | the `testing` module: a local recorder and a `/metrics` parser for the application's own tests | nothing |
+//! | `client` | no | outgoing calls (`client::layer()` for tower clients such as hyper-util's and tonic's, `client::middleware()` for reqwest-middleware): a CLIENT span, `traceparent`, `http_client_request_duration_seconds` | reqwest 0.13 (without TLS), reqwest-middleware 0.5 |
+//! | `sqlx` | no | the `db` module: a CLIENT span, the `db_client_operation_duration_seconds` histogram, slow-query and failed-query log lines for every query of a wrapped sqlx pool, and its connection gauges | sqlx 0.8 (without drivers of its own) |
 //!
-//! Every other capability above is always on.
+//! Logs, traces (without export), metrics, the HTTP layer and business
+//! metrics are always there. `--no-default-features` leaves out axum,
+//! tonic and every HTTP client.
 
 pub mod business;
 #[cfg(feature = "client")]
@@ -83,6 +90,7 @@ pub mod metrics;
 mod panic;
 mod request_span;
 mod subscriber;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod trace;
 
@@ -177,6 +185,7 @@ impl TelemetryBuilder {
             // Forward the `log` crate; another logger being there already is not our error.
             let _ = tracing_log::LogTracer::init();
         }
+        trace::warn_unexported(&config);
         // The panic line goes through the log writer: no logs, no hook.
         let panic_hook = logs
             .as_ref()

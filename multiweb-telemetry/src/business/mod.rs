@@ -59,7 +59,7 @@
 //! `inventory`; no central list) and exported on `/metrics` from the first
 //! scrape: counters at 0, and labelled metrics with every label value. The
 //! statics work before [`init`](crate::init) and in tests: they are plain
-//! atomics, and [`MetricsCapture`](crate::testing::MetricsCapture) renders
+//! atomics, and `testing::MetricsCapture` (feature `testing`) renders
 //! them too. They are process-wide, so a test running beside others should
 //! assert on the change of [`Counter::get`], not on its absolute value.
 //!

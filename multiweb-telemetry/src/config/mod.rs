@@ -11,6 +11,7 @@ mod signals;
 mod tests;
 mod tls;
 #[cfg(test)]
+#[cfg(feature = "tls")]
 mod tls_tests;
 
 pub use builder::TelemetryBuilder;
@@ -19,8 +20,13 @@ pub use signals::Signals;
 /// A custom destination for log lines, set with
 /// [`TelemetryBuilder::log_writer`].
 pub(crate) struct LogSink(pub(crate) Box<dyn std::io::Write + Send>);
-pub(crate) use resolved::{Buckets, Config, OtlpExport};
-pub(crate) use tls::{OtlpTls, provider as tls_provider};
+#[cfg(feature = "otlp")]
+pub(crate) use resolved::OtlpExport;
+pub(crate) use resolved::{Buckets, Config};
+#[cfg(feature = "otlp")]
+pub(crate) use tls::OtlpTls;
+#[cfg(feature = "tls")]
+pub(crate) use tls::provider as tls_provider;
 
 /// Default histogram buckets, in seconds.
 ///

@@ -8,7 +8,9 @@ use super::env::{
     otlp_insecure, otlp_timeout, parse_bool, parse_endpoint, parse_metrics_token,
     parse_resource_attributes, traces_or_general, vars, with_traces_path, without_userinfo,
 };
-use super::tls::{self, OtlpTls};
+#[cfg(feature = "tls")]
+use super::tls;
+use super::tls::OtlpTls;
 use super::{
     DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT, DEFAULT_BUCKETS, DEFAULT_LOG_BUFFER_BYTES, LogFormat,
     OtlpCompression, OtlpProtocol, Signals, TelemetryBuilder, TraceSampler,
@@ -163,8 +165,36 @@ impl TelemetryBuilder {
         Ok((compression, attribute_value_limit))
     }
 
+    /// Without the `tls` feature: no TLS at all, so an `https://` endpoint
+    /// or a TLS file is refused rather than failing every export.
+    #[cfg(not(feature = "tls"))]
+    fn resolve_otlp_tls(&self, env: &Env<'_>, endpoint: &str) -> Result<OtlpTls, Error> {
+        let variables = [
+            vars::OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE,
+            vars::OTEL_EXPORTER_OTLP_CERTIFICATE,
+            vars::OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE,
+            vars::OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE,
+            vars::OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY,
+            vars::OTEL_EXPORTER_OTLP_CLIENT_KEY,
+        ];
+        let mut files = self.otlp_certificate.is_some()
+            || self.otlp_client_certificate.is_some()
+            || self.otlp_client_key.is_some();
+        for name in variables {
+            files |= env.get(name)?.is_some();
+        }
+        if files || endpoint.starts_with("https://") {
+            return Err(Error::FeatureDisabled {
+                what: "an https:// OTLP endpoint, or TLS certificate and key files,",
+                feature: "tls",
+            });
+        }
+        Ok(OtlpTls::default())
+    }
+
     /// The TLS files, read and checked.
-    fn resolve_otlp_tls(&self, env: &Env<'_>) -> Result<OtlpTls, Error> {
+    #[cfg(feature = "tls")]
+    fn resolve_otlp_tls(&self, env: &Env<'_>, _endpoint: &str) -> Result<OtlpTls, Error> {
         let ca = tls::path_setting(
             self.otlp_certificate
                 .as_ref()
@@ -299,6 +329,8 @@ impl TelemetryBuilder {
         }
         let export = match endpoint.filter(|_| !disabled) {
             Some((url, is_base)) => Some(OtlpExport {
+                // Read only when spans are exported.
+                tls: self.resolve_otlp_tls(env, &url)?,
                 endpoint: match protocol {
                     OtlpProtocol::HttpProtobuf if is_base => with_traces_path(&url),
                     _ => url,
@@ -307,8 +339,6 @@ impl TelemetryBuilder {
                 headers,
                 timeout,
                 compression,
-                // Read only when spans are exported.
-                tls: self.resolve_otlp_tls(env)?,
                 attribute_value_limit,
             }),
             None => None,
@@ -363,6 +393,10 @@ impl TelemetryBuilder {
 
 /// Trace settings, resolved.
 #[derive(Debug, Clone)]
+#[cfg_attr(
+    not(feature = "otlp"),
+    allow(dead_code, reason = "read by the exporter (feature `otlp`)")
+)]
 pub(crate) struct TraceConfig {
     /// Where spans are exported, if they are.
     pub(crate) export: Option<OtlpExport>,
@@ -373,6 +407,10 @@ pub(crate) struct TraceConfig {
 
 /// Where and how spans are exported, resolved.
 #[derive(Debug, Clone)]
+#[cfg_attr(
+    not(feature = "tls"),
+    allow(dead_code, reason = "read by the exporter (features `otlp`, `tls`)")
+)]
 pub(crate) struct OtlpExport {
     pub(crate) protocol: OtlpProtocol,
     /// For HTTP the full URL (`.../v1/traces`), for gRPC the collector's.

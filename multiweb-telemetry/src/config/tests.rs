@@ -452,6 +452,7 @@ fn invalid_buckets_are_rejected() {
 }
 
 #[test]
+#[cfg(feature = "tls")]
 fn https_endpoints_are_accepted_and_insecure_decides_for_grpc_without_a_scheme() {
     let endpoint = |vars: &[(&str, &str)]| {
         resolve(&TelemetryBuilder::default(), vars)
@@ -697,4 +698,32 @@ fn userinfo_is_everything_before_the_last_at_sign_of_the_authority() {
     ] {
         assert_eq!(without_userinfo(url), shown, "{url}");
     }
+}
+
+/// Without the `tls` feature an `https://` endpoint, or a TLS file, is an
+/// error naming the feature, rather than an exporter that fails every
+/// request.
+#[test]
+#[cfg(not(feature = "tls"))]
+fn without_tls_https_endpoints_and_tls_files_name_the_feature() {
+    let refused = |vars: &[(&str, &str)]| match resolve(&TelemetryBuilder::default(), vars) {
+        Err(err @ Error::FeatureDisabled { feature: "tls", .. }) => err.to_string(),
+        other => panic!("expected the tls feature to be named, got {other:?}"),
+    };
+    let message = refused(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://otlp.example:4318")]);
+    assert!(message.contains("`tls` feature"), "{message}");
+    refused(&[
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "tempo:4317"),
+    ]);
+    refused(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://tempo:4318"),
+        ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/ca.pem"),
+    ]);
+    let plain = resolve(
+        &TelemetryBuilder::default(),
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://tempo:4318")],
+    )
+    .unwrap();
+    assert!(plain.traces.export.is_some(), "plain http:// is fine");
 }

@@ -4,18 +4,39 @@
 //! PEM, stops `init()` with an error naming the variable (or the builder
 //! method) and the file, never the file's content.
 
+//!
+//! Without the `tls` feature, an `https://` endpoint or any of these files
+//! is refused at `init()` (`Error::FeatureDisabled`).
+
+#[cfg(feature = "tls")]
 use std::fmt;
+#[cfg(feature = "tls")]
 use std::path::{Path, PathBuf};
+#[cfg(feature = "tls")]
 use std::sync::Arc;
 
+#[cfg(feature = "tls")]
 use rustls::RootCertStore;
+#[cfg(feature = "tls")]
 use rustls::sign::CertifiedKey;
+#[cfg(feature = "tls")]
 use rustls_pki_types::pem::PemObject;
+#[cfg(feature = "tls")]
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+#[cfg(feature = "tls")]
 use crate::Error;
 
+/// The TLS settings of the exporter, resolved: none without the `tls`
+/// feature.
+#[cfg(not(feature = "tls"))]
+#[derive(Debug, Clone, Default)]
+pub(crate) struct OtlpTls {
+    _none: (),
+}
+
 /// The TLS settings of the exporter, resolved.
+#[cfg(feature = "tls")]
 #[derive(Clone, Default)]
 pub(crate) struct OtlpTls {
     /// The roots trusted for the collector's certificate, from the
@@ -25,6 +46,7 @@ pub(crate) struct OtlpTls {
     pub(crate) client: Option<Arc<ClientIdentity>>,
 }
 
+#[cfg(feature = "tls")]
 impl fmt::Debug for OtlpTls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OtlpTls")
@@ -34,6 +56,7 @@ impl fmt::Debug for OtlpTls {
     }
 }
 
+#[cfg(feature = "tls")]
 /// A client certificate chain and its key, checked to match.
 pub(crate) struct ClientIdentity {
     /// For rustls (HTTP/protobuf).
@@ -43,6 +66,7 @@ pub(crate) struct ClientIdentity {
     pub(crate) key_pem: Vec<u8>,
 }
 
+#[cfg(feature = "tls")]
 /// Where a file setting came from, for its error.
 #[derive(Clone, Copy)]
 pub(super) enum Origin {
@@ -52,6 +76,7 @@ pub(super) enum Origin {
     Builder(&'static str),
 }
 
+#[cfg(feature = "tls")]
 impl Origin {
     pub(super) fn error(
         self,
@@ -75,19 +100,24 @@ impl Origin {
     }
 }
 
+#[cfg(feature = "tls")]
 const CERTIFICATES: &str = "a readable PEM file holding at least one X.509 certificate";
+#[cfg(feature = "tls")]
 const KEY: &str = "a readable PEM file holding the private key (PKCS#8, PKCS#1 or SEC1) \
                    of the client certificate";
 
+#[cfg(feature = "tls")]
 /// The crypto provider of every TLS connection: ring (see `trace::otlp::tls`).
 pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+#[cfg(feature = "tls")]
 fn read(origin: Origin, path: &Path, expected: &'static str) -> Result<Vec<u8>, Error> {
     std::fs::read(path).map_err(|err| origin.error(path, expected, Some(err)))
 }
 
+#[cfg(feature = "tls")]
 fn certificates(pem: &[u8]) -> Option<Vec<CertificateDer<'static>>> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
@@ -95,6 +125,7 @@ fn certificates(pem: &[u8]) -> Option<Vec<CertificateDer<'static>>> {
     (!certs.is_empty()).then_some(certs)
 }
 
+#[cfg(feature = "tls")]
 /// Reads the CA bundle: every certificate must parse, and at least one be
 /// usable as a trust anchor.
 pub(super) fn roots(origin: Origin, path: &Path) -> Result<Arc<RootCertStore>, Error> {
@@ -108,6 +139,7 @@ pub(super) fn roots(origin: Origin, path: &Path) -> Result<Arc<RootCertStore>, E
     Ok(Arc::new(store))
 }
 
+#[cfg(feature = "tls")]
 /// Reads the client certificate chain and its key, and checks that the key
 /// is one rustls can sign with and that it matches the certificate. A PEM
 /// parser's error is never passed on for the key: it may quote the file.
@@ -130,6 +162,7 @@ pub(super) fn client_identity(
     }))
 }
 
+#[cfg(feature = "tls")]
 /// A file path setting: from the builder, else the traces variable, else
 /// the general one.
 pub(super) fn path_setting(

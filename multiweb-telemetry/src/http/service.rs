@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+#[cfg(feature = "axum")]
 use axum::extract::MatchedPath;
 use http::{Request, Response};
 
@@ -51,13 +52,18 @@ where
             .classifier
             .as_ref()
             .and_then(|classify| classify(request.method(), request.uri()));
+        // Without a classifier, axum's route template (feature `axum`).
+        #[cfg(feature = "axum")]
         let matched = match classified {
             None if settings.classifier.is_none() => request.extensions().get::<MatchedPath>(),
             _ => None,
         };
+        #[cfg(feature = "axum")]
         let route = classified
             .as_deref()
             .or_else(|| matched.map(MatchedPath::as_str));
+        #[cfg(not(feature = "axum"))]
+        let route = classified.as_deref();
 
         let series = if settings.metrics && crate::metrics::recording() {
             let path = route.unwrap_or(UNMATCHED_PATH);
@@ -93,11 +99,14 @@ where
             };
             // The route again for the access line (an `Arc` clone for axum's).
             let access = settings.access_log.then(|| {
+                #[cfg(feature = "axum")]
                 let route = match (&classified, matched) {
                     (Some(route), _) => Some(Route::Classified(route.clone())),
                     (None, Some(matched)) => Some(Route::Matched(matched.clone())),
                     (None, None) => None,
                 };
+                #[cfg(not(feature = "axum"))]
+                let route = classified.clone().map(Route::Classified);
                 (request.uri().clone(), route)
             });
             Box::new(SpanAndUri {

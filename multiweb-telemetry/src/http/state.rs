@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use std::borrow::Cow;
 
+#[cfg(feature = "axum")]
 use axum::extract::MatchedPath;
 use http::Uri;
 
@@ -29,6 +30,7 @@ pub(crate) enum Series {
 #[derive(Debug)]
 pub(crate) enum Route {
     /// axum's, shared with the request's extensions.
+    #[cfg(feature = "axum")]
     Matched(MatchedPath),
     /// The layer's route classifier's.
     Classified(Cow<'static, str>),
@@ -37,6 +39,7 @@ pub(crate) enum Route {
 impl Route {
     pub(crate) fn as_str(&self) -> &str {
         match self {
+            #[cfg(feature = "axum")]
             Self::Matched(matched) => matched.as_str(),
             Self::Classified(route) => route,
         }

@@ -1,8 +1,11 @@
-//! The standalone `/metrics` listener (`MULTIWEB_METRICS_ADDR`).
+//! The standalone `/metrics` listener (`MULTIWEB_METRICS_ADDR`), served by
+//! axum (feature `axum`; without it, asking for one is an error at `init`).
 
 use std::net::{SocketAddr, TcpListener};
+#[cfg(feature = "axum")]
 use std::thread;
 
+#[cfg(feature = "axum")]
 use tokio::sync::oneshot;
 
 use super::MetricsService;
@@ -11,6 +14,10 @@ use crate::Error;
 /// A bound listener; serves on its own thread and runtime once started,
 /// so it works whatever runtime (if any) the application uses.
 #[derive(Debug)]
+#[cfg_attr(
+    not(feature = "axum"),
+    allow(dead_code, reason = "never made without the `axum` feature")
+)]
 pub(crate) struct MetricsListener {
     listener: TcpListener,
     addr: SocketAddr,
@@ -20,11 +27,13 @@ pub(crate) struct MetricsListener {
 #[derive(Debug)]
 pub(crate) struct RunningListener {
     pub(crate) addr: SocketAddr,
+    #[cfg(feature = "axum")]
     stop: Option<oneshot::Sender<()>>,
 }
 
 impl MetricsListener {
     /// Binds `addr` now, so that a bad address is an error from `init`.
+    #[cfg(feature = "axum")]
     pub(crate) fn bind(addr: SocketAddr) -> Result<Self, Error> {
         let bind_error = |source| Error::BindMetrics { addr, source };
         let listener = TcpListener::bind(addr).map_err(bind_error)?;
@@ -33,6 +42,26 @@ impl MetricsListener {
         Ok(Self { listener, addr })
     }
 
+    /// Without the `axum` feature, there is no listener to bind.
+    #[cfg(not(feature = "axum"))]
+    pub(crate) fn bind(_addr: SocketAddr) -> Result<Self, Error> {
+        Err(Error::FeatureDisabled {
+            what: "the standalone `/metrics` listener (`MULTIWEB_METRICS_ADDR`)",
+            feature: "axum",
+        })
+    }
+
+    /// Without the `axum` feature, never called: `bind` fails.
+    #[cfg(not(feature = "axum"))]
+    #[allow(clippy::unused_self, reason = "the signature of the `axum` build")]
+    pub(crate) fn start(self, _service: MetricsService) -> Result<RunningListener, Error> {
+        Err(Error::FeatureDisabled {
+            what: "the standalone `/metrics` listener (`MULTIWEB_METRICS_ADDR`)",
+            feature: "axum",
+        })
+    }
+
+    #[cfg(feature = "axum")]
     pub(crate) fn start(self, service: MetricsService) -> Result<RunningListener, Error> {
         let spawn_error = |source| Error::Spawn {
             what: "metrics listener",
@@ -74,6 +103,7 @@ impl MetricsListener {
     }
 }
 
+#[cfg(feature = "axum")]
 impl Drop for RunningListener {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {

@@ -62,6 +62,7 @@
 mod format;
 mod listener;
 mod openmetrics;
+#[cfg(feature = "process-metrics")]
 mod process;
 mod service;
 
@@ -116,6 +117,13 @@ static EXPORTER: OnceLock<Arc<Exporter>> = OnceLock::new();
 #[derive(Debug)]
 pub(crate) struct Exporter {
     handle: PrometheusHandle,
+    #[cfg_attr(
+        not(feature = "process-metrics"),
+        allow(
+            dead_code,
+            reason = "the process collector is in the `process-metrics` feature"
+        )
+    )]
     process_metrics: bool,
     dropped_logs: Option<crate::log::DroppedLines>,
 }
@@ -134,6 +142,7 @@ impl Exporter {
         self.handle.run_upkeep();
         let mut out = self.handle.render();
         crate::business::render(&mut out);
+        #[cfg(feature = "process-metrics")]
         if self.process_metrics {
             process::render(&mut out);
         }

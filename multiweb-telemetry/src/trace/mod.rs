@@ -104,7 +104,7 @@
 //! by default): spans the ratio would drop are still recorded, and held until
 //! the trace's local root span ends. If any of them ended with an error
 //! status (a 5xx response sets one), the whole local trace is exported;
-//! otherwise it is discarded. At most [`MAX_PENDING_SPANS`] spans (a few
+//! otherwise it is discarded. At most `MAX_PENDING_SPANS` spans (a few
 //! megabytes) are held at once; past that, further spans of undecided traces
 //! are not kept (an error still marks its trace, so the root is kept).
 //! A remote parent's "not sampled" flag always wins.
@@ -119,7 +119,9 @@
 //! request's headers.
 
 mod context;
+#[cfg(feature = "otlp")]
 mod otlp;
+#[cfg(feature = "otlp")]
 mod processor;
 mod sampler;
 mod traceparent;
@@ -136,8 +138,10 @@ use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 pub(crate) use context::{RequestContext, bridged_ids, ids_of};
+#[cfg(feature = "otlp")]
 #[doc(hidden)]
 pub use otlp::BenchExporter as __BenchExporter;
+#[cfg(feature = "otlp")]
 pub use processor::{MAX_PENDING_SPANS, SPANS_DROPPED, SPANS_EXPORTED};
 
 use crate::Error;
@@ -154,6 +158,13 @@ pub(crate) struct Installed {
 }
 
 /// Builds the tracer provider (and, when export is on, the exporter thread).
+#[cfg_attr(
+    not(feature = "otlp"),
+    allow(
+        clippy::unnecessary_wraps,
+        reason = "only starting the exporter's thread fails (feature `otlp`)"
+    )
+)]
 pub(crate) fn install(config: &Config) -> Result<Installed, Error> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     if config.disabled {
@@ -176,26 +187,48 @@ pub(crate) fn install(config: &Config) -> Result<Installed, Error> {
     }
 
     let settings = &config.traces;
-    let mut builder = SdkTracerProvider::builder()
+    let builder = SdkTracerProvider::builder()
         .with_sampler(sampler::GuideSampler::new(
             settings.sampler,
             settings.keep_errors,
         ))
         .with_resource(resource.build());
-    if let Some(export) = &settings.export {
-        let export = export.clone();
-        let processor =
-            processor::ExportProcessor::start(settings.queue_size, export.timeout, move || {
-                otlp::OtlpExporter::new(&export)
-            })?;
-        builder = builder.with_span_processor(processor);
-    }
+    #[cfg(feature = "otlp")]
+    let builder = match &settings.export {
+        Some(export) => {
+            let export = export.clone();
+            let processor = processor::ExportProcessor::start(
+                settings.queue_size,
+                export.timeout,
+                move || otlp::OtlpExporter::new(&export),
+            )?;
+            builder.with_span_processor(processor)
+        }
+        None => builder,
+    };
     let provider = builder.build();
     let tracer = provider.tracer("multiweb-telemetry");
     Ok(Installed {
         provider: Some(provider),
         tracer: Some(tracer),
     })
+}
+
+/// Warns, once the subscriber is in place, that an endpoint is configured
+/// but spans are not exported: this build has no OTLP exporter (feature
+/// `otlp`). A warning rather than an error: the variable is often set for a
+/// whole platform.
+pub(crate) fn warn_unexported(config: &Config) {
+    #[cfg(not(feature = "otlp"))]
+    if config.traces.export.is_some() {
+        tracing::warn!(
+            target: "multiweb_telemetry::trace",
+            "an OTLP endpoint is configured, but this build has no OTLP exporter \
+             (the crate's `otlp` feature): spans are not exported"
+        );
+    }
+    #[cfg(feature = "otlp")]
+    let _ = config;
 }
 
 /// Reads `traceparent`/`tracestate` from request headers.

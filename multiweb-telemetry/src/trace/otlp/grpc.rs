@@ -24,9 +24,12 @@ impl GrpcTransport {
     pub(super) fn new(
         settings: &OtlpExport,
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        #[cfg_attr(not(feature = "tls"), allow(unused_mut, reason = "set for TLS only"))]
         let mut endpoint = tonic::transport::Endpoint::from_shared(settings.endpoint.clone())?
             .user_agent(USER_AGENT)?
             .connect_timeout(settings.timeout);
+        // Without the `tls` feature, `https://` is refused earlier.
+        #[cfg(feature = "tls")]
         if endpoint.uri().scheme_str() == Some("https") {
             endpoint = endpoint.tls_config(tls::grpc_config(&settings.tls))?;
         }

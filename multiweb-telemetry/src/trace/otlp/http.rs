@@ -1,9 +1,10 @@
-//! OTLP/HTTP with protobuf bodies: hyper's client, TLS by hyper-rustls,
-//! gzip by flate2.
+//! OTLP/HTTP with protobuf bodies: hyper's client, TLS by hyper-rustls
+//! (feature `tls`), gzip by flate2.
 
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body_util::{BodyExt, Full};
+#[cfg(feature = "tls")]
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -18,8 +19,15 @@ use crate::config::{OtlpCompression, OtlpExport};
 /// OTLP batches (see BENCHMARKS.md).
 const GZIP_LEVEL: u32 = 1;
 
+/// With TLS for `https://` (feature `tls`), plain TCP for `http://`.
+#[cfg(feature = "tls")]
+type Connector = HttpsConnector<HttpConnector>;
+/// Plain TCP: without the `tls` feature `https://` is refused earlier.
+#[cfg(not(feature = "tls"))]
+type Connector = HttpConnector;
+
 pub(super) struct HttpTransport {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: Client<Connector, Full<Bytes>>,
     endpoint: http::Uri,
     headers: HeaderMap,
     gzip: Option<Gzip>,
@@ -50,20 +58,25 @@ impl HttpTransport {
         http.enforce_http(false);
         http.set_connect_timeout(Some(settings.timeout));
         http.set_nodelay(true);
-        // The platform's roots are loaded only for an https:// endpoint.
-        let tls = if endpoint.scheme_str() == Some("https") {
-            tls::http_config(&settings.tls)?
-        } else {
-            tls::http_config(&crate::config::OtlpTls {
-                roots: Some(std::sync::Arc::new(rustls::RootCertStore::empty())),
-                client: None,
-            })?
+        #[cfg(feature = "tls")]
+        let connector = {
+            // The platform's roots are loaded only for an https:// endpoint.
+            let tls = if endpoint.scheme_str() == Some("https") {
+                tls::http_config(&settings.tls)?
+            } else {
+                tls::http_config(&crate::config::OtlpTls {
+                    roots: Some(std::sync::Arc::new(rustls::RootCertStore::empty())),
+                    client: None,
+                })?
+            };
+            hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls)
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(http)
         };
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+        #[cfg(not(feature = "tls"))]
+        let connector = http;
         let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
         Ok(Self {
             client,

@@ -310,124 +310,130 @@ fn a_grpc_endpoint_tonic_refuses_is_an_error() {
     assert_eq!(err.to_string(), "could not build the OTLP span exporter");
 }
 
-/// A TLS server on 127.0.0.1 with a self-signed certificate for
-/// `localhost`, valid until the end of `year`; it accepts (and fails)
-/// handshakes. Returns its address and its certificate, to trust it.
-fn tls_server(
-    year: i32,
-) -> (
-    std::net::SocketAddr,
-    rustls_pki_types::CertificateDer<'static>,
-) {
-    let key_pair = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-    params.not_after = rcgen::date_time_ymd(year, 12, 31);
-    let cert = params.self_signed(&key_pair).unwrap();
-    let key = rustls_pki_types::PrivateKeyDer::try_from(key_pair.serialize_der()).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(crate::config::tls_provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.der().clone()], key)
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
+/// TLS failures against real rustls servers (feature `tls`).
+#[cfg(feature = "tls")]
+mod tls {
+    use super::*;
+
+    /// A TLS server on 127.0.0.1 with a self-signed certificate for
+    /// `localhost`, valid until the end of `year`; it accepts (and fails)
+    /// handshakes. Returns its address and its certificate, to trust it.
+    fn tls_server(
+        year: i32,
+    ) -> (
+        std::net::SocketAddr,
+        rustls_pki_types::CertificateDer<'static>,
+    ) {
+        let key_pair = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(year, 12, 31);
+        let cert = params.self_signed(&key_pair).unwrap();
+        let key = rustls_pki_types::PrivateKeyDer::try_from(key_pair.serialize_der()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(crate::config::tls_provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                listener.set_nonblocking(true).unwrap();
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                while let Ok((stream, _)) = listener.accept().await {
+                    let _ = acceptor.accept(stream).await;
+                }
+            });
+        });
+        (addr, cert.der().clone())
+    }
+
+    /// A plaintext HTTP server: it answers anything with a 400 and closes.
+    fn plaintext_server() -> std::net::SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut buf = [0; 1024];
+                let _ = stream.read(&mut buf);
+                let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n");
+            }
+        });
+        addr
+    }
+
+    /// Sends one request to `https://localhost:<port>` trusting `roots` (none:
+    /// the platform's), on `protocol`; the error.
+    fn tls_failure(
+        protocol: OtlpProtocol,
+        port: u16,
+        roots: Option<rustls_pki_types::CertificateDer<'static>>,
+    ) -> ExportError {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        runtime.block_on(async move {
-            listener.set_nonblocking(true).unwrap();
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            while let Ok((stream, _)) = listener.accept().await {
-                let _ = acceptor.accept(stream).await;
-            }
+        let roots = roots.map(|cert| {
+            let mut store = rustls::RootCertStore::empty();
+            store.add(cert).unwrap();
+            std::sync::Arc::new(store)
         });
-    });
-    (addr, cert.der().clone())
-}
+        let settings = OtlpExport {
+            protocol,
+            endpoint: format!("https://localhost:{port}/v1/traces"),
+            headers: ::http::HeaderMap::new(),
+            timeout: Duration::from_secs(10),
+            compression: OtlpCompression::None,
+            tls: OtlpTls {
+                roots,
+                client: None,
+            },
+            attribute_value_limit: 8192,
+        };
+        let mut exporter = {
+            let _entered = runtime.enter();
+            OtlpExporter::new(&settings).unwrap()
+        };
+        runtime
+            .block_on(exporter.send(vec![0x0a, 0x00], 1, || false))
+            .unwrap_err()
+    }
 
-/// A plaintext HTTP server: it answers anything with a 400 and closes.
-fn plaintext_server() -> std::net::SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut buf = [0; 1024];
-            let _ = stream.read(&mut buf);
-            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n");
-        }
-    });
-    addr
-}
-
-/// Sends one request to `https://localhost:<port>` trusting `roots` (none:
-/// the platform's), on `protocol`; the error.
-fn tls_failure(
-    protocol: OtlpProtocol,
-    port: u16,
-    roots: Option<rustls_pki_types::CertificateDer<'static>>,
-) -> ExportError {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let roots = roots.map(|cert| {
-        let mut store = rustls::RootCertStore::empty();
-        store.add(cert).unwrap();
-        std::sync::Arc::new(store)
-    });
-    let settings = OtlpExport {
-        protocol,
-        endpoint: format!("https://localhost:{port}/v1/traces"),
-        headers: ::http::HeaderMap::new(),
-        timeout: Duration::from_secs(10),
-        compression: OtlpCompression::None,
-        tls: OtlpTls {
-            roots,
-            client: None,
-        },
-        attribute_value_limit: 8192,
-    };
-    let mut exporter = {
-        let _entered = runtime.enter();
-        OtlpExporter::new(&settings).unwrap()
-    };
-    runtime
-        .block_on(exporter.send(vec![0x0a, 0x00], 1, || false))
-        .unwrap_err()
-}
-
-#[test]
-fn tls_failures_are_named_and_not_retried() {
-    let (untrusted, _) = tls_server(2100);
-    let (expired, expired_cert) = tls_server(2021);
-    let plaintext = plaintext_server();
-    for protocol in [OtlpProtocol::HttpProtobuf, OtlpProtocol::Grpc] {
-        for (port, roots, cause) in [
-            (
-                untrusted.port(),
-                None,
-                "invalid peer certificate: UnknownIssuer",
-            ),
-            (
-                expired.port(),
-                Some(expired_cert.clone()),
-                "invalid peer certificate: certificate expired",
-            ),
-            (plaintext.port(), None, "received corrupt message"),
-        ] {
-            let err = tls_failure(protocol, port, roots);
-            assert_eq!(err.failure, Failure::Tls, "{protocol:?}: {err}");
-            assert!(
-                err.to_string()
-                    .starts_with(&format!("TLS handshake failed: {cause}")),
-                "{protocol:?}: {err}"
-            );
+    #[test]
+    fn tls_failures_are_named_and_not_retried() {
+        let (untrusted, _) = tls_server(2100);
+        let (expired, expired_cert) = tls_server(2021);
+        let plaintext = plaintext_server();
+        for protocol in [OtlpProtocol::HttpProtobuf, OtlpProtocol::Grpc] {
+            for (port, roots, cause) in [
+                (
+                    untrusted.port(),
+                    None,
+                    "invalid peer certificate: UnknownIssuer",
+                ),
+                (
+                    expired.port(),
+                    Some(expired_cert.clone()),
+                    "invalid peer certificate: certificate expired",
+                ),
+                (plaintext.port(), None, "received corrupt message"),
+            ] {
+                let err = tls_failure(protocol, port, roots);
+                assert_eq!(err.failure, Failure::Tls, "{protocol:?}: {err}");
+                assert!(
+                    err.to_string()
+                        .starts_with(&format!("TLS handshake failed: {cause}")),
+                    "{protocol:?}: {err}"
+                );
+            }
         }
     }
 }

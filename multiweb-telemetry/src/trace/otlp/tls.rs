@@ -5,12 +5,20 @@
 //! (`rustls-native-certs`), for both protocols: tonic gets them as trust
 //! anchors, hyper-rustls as a rustls configuration.
 
+//!
+//! Without the `tls` feature only [`describe`] is here: an `https://`
+//! endpoint is refused when the settings resolve.
+
+#[cfg(feature = "tls")]
 use std::sync::Arc;
 
+#[cfg(feature = "tls")]
 use rustls::RootCertStore;
 
+#[cfg(feature = "tls")]
 use crate::config::{OtlpTls, tls_provider};
 
+#[cfg(feature = "tls")]
 /// The roots the collector's certificate must chain to.
 pub(super) fn roots(tls: &OtlpTls) -> Arc<RootCertStore> {
     match &tls.roots {
@@ -26,6 +34,7 @@ pub(super) fn roots(tls: &OtlpTls) -> Arc<RootCertStore> {
     }
 }
 
+#[cfg(feature = "tls")]
 /// The rustls configuration of the HTTP/protobuf client (hyper-rustls sets
 /// its ALPN: HTTP/1.1).
 pub(super) fn http_config(
@@ -42,6 +51,7 @@ pub(super) fn http_config(
     })
 }
 
+#[cfg(feature = "tls")]
 /// tonic's TLS settings of the gRPC channel (tonic offers HTTP/2 by ALPN).
 pub(super) fn grpc_config(tls: &OtlpTls) -> tonic::transport::ClientTlsConfig {
     let mut config =
@@ -62,6 +72,7 @@ pub(super) fn describe(err: &(dyn std::error::Error + 'static)) -> (String, bool
     let mut text = String::new();
     let mut current = Some(err);
     while let Some(err) = current {
+        #[cfg(feature = "tls")]
         if let Some(tls) = find_rustls(err) {
             return (format!("TLS handshake failed: {tls}"), true);
         }
@@ -78,6 +89,7 @@ pub(super) fn describe(err: &(dyn std::error::Error + 'static)) -> (String, bool
     (text, false)
 }
 
+#[cfg(feature = "tls")]
 /// The rustls error `err` is or wraps (an `io::Error` hides its inner error
 /// from `source()`, and may wrap another `io::Error`; h2's error hides its
 /// `io::Error` too).
