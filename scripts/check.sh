@@ -6,8 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
-# Every feature of the library on its own (and none at all). `tonic`
-# appears once the gRPC server support lands (its line is checked there).
+# Every feature of the library on its own (and none at all).
 features=$(sed -n '/^\[features\]/,/^\[/p' multiweb-telemetry/Cargo.toml |
   awk -F' *= *' '/^[a-z][a-z-]* *=/ && $1 != "default" {print $1}')
 for feature in "" $features; do

@@ -45,6 +45,14 @@ where
         match &frame {
             None => finish(this.state, None),
             Some(Err(error)) => finish(this.state, Some(&error.to_string())),
+            // A gRPC call's status comes in the trailers.
+            #[cfg(feature = "tonic")]
+            Some(Ok(frame)) => {
+                if let (Some(trailers), Some(state)) = (frame.trailers_ref(), this.state.as_mut()) {
+                    state.note_grpc_status(trailers);
+                }
+            }
+            #[cfg(not(feature = "tonic"))]
             Some(Ok(_)) => {}
         }
         Poll::Ready(frame)

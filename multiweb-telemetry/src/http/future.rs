@@ -50,6 +50,10 @@ where
             Ok(response) => {
                 if let Some(state) = &mut state {
                     state.respond(response.status().as_u16());
+                    // A call that fails at once answers with its status in
+                    // the headers ("trailers-only").
+                    #[cfg(feature = "tonic")]
+                    state.note_grpc_status(response.headers());
                 }
                 Poll::Ready(Ok(response.map(|body| ResponseBody::new(body, state))))
             }

@@ -7,6 +7,8 @@ use http::{Method, Uri};
 use tower::Layer;
 use tracing::Level;
 
+#[cfg(feature = "tonic")]
+use super::grpc::RpcSeriesCache;
 use super::series::SeriesCache;
 use super::service::TelemetryService;
 use super::settings::{LayerState, ServiceState, Settings};
@@ -45,6 +47,8 @@ impl TelemetryLayer {
                     classifier: None,
                 },
                 series: Arc::new(SeriesCache::new(DEFAULT_MAX_SERIES)),
+                #[cfg(feature = "tonic")]
+                rpc: Arc::new(RpcSeriesCache::new(DEFAULT_MAX_SERIES)),
             }),
         }
     }
@@ -115,11 +119,18 @@ impl TelemetryLayer {
     /// new `(method, path)` or `(method, path, status)` combinations are
     /// recorded under `path="overflow"` and counted in
     /// `multiweb_telemetry_http_series_overflow_total`. The overflow series
-    /// themselves add at most one per method and status code.
+    /// themselves add at most one per method and status code. gRPC calls
+    /// (feature `tonic`) have a cap of their own on `(service, method)`
+    /// pairs, the same number.
     ///
     /// Defaults to [`DEFAULT_MAX_SERIES`].
     pub fn max_series(mut self, max: usize) -> Self {
-        Arc::make_mut(&mut self.state).series = Arc::new(SeriesCache::new(max));
+        let state = Arc::make_mut(&mut self.state);
+        state.series = Arc::new(SeriesCache::new(max));
+        #[cfg(feature = "tonic")]
+        {
+            state.rpc = Arc::new(RpcSeriesCache::new(max));
+        }
         self
     }
 }

@@ -114,11 +114,52 @@
 //! formatter's own line writer once `RUST_LOG` lets the event through: the
 //! same bytes, without passing the event through every layer.
 //!
+//! # gRPC (feature `tonic`)
+//!
+//! A request whose `content-type` is `application/grpc` (with or without
+//! a `+proto` suffix) is a gRPC call, tonic's or any other server's behind
+//! the layer:
+//!
+//! ```
+//! use tower::Layer as _;
+//!
+//! // For a tonic server, `Server::builder().layer(multiweb_telemetry::http::layer())`.
+//! let grpc_service = tower::service_fn(|_: http::Request<String>| async {
+//!     Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+//! });
+//! let service = multiweb_telemetry::http::layer().layer(grpc_service);
+//! ```
+//!
+//! - It is counted in `rpc_server_duration_seconds{rpc_service,
+//!   rpc_method,rpc_grpc_status_code}` (`http::RPC_SERVER_DURATION`), by the
+//!   `grpc-status` of its response (in the headers of a call that fails at
+//!   once, in the trailers otherwise), not in the HTTP series, where nearly
+//!   every call would count as `status="200"`. A response without a
+//!   `grpc-status` takes the status the gRPC specification maps its HTTP
+//!   status to; one dropped before it sent its status (the client
+//!   cancelled) is `CANCELLED` (1). Calls the server does not implement
+//!   (`UNIMPLEMENTED`, 12) share `rpc_service="_OTHER"` and
+//!   `rpc_method="_OTHER"`, so made-up paths make no series.
+//! - Its span, `gRPC request` on the `tracing` side, is the SERVER span
+//!   `package.Service/Method` with the OpenTelemetry RPC attributes
+//!   `rpc.system` (`grpc`), `rpc.service`, `rpc.method` and
+//!   `rpc.grpc.status_code`; a server error (`UNKNOWN`,
+//!   `DEADLINE_EXCEEDED`, `UNIMPLEMENTED`, `INTERNAL`, `UNAVAILABLE`,
+//!   `DATA_LOSS`) sets its status to Error. It always goes through the
+//!   bridge, also on the direct path.
+//! - Its access line has `rpc.grpc.status_code` after `status`, and its
+//!   level follows the gRPC status: `info` for `OK`, `error` for a server
+//!   error, `warn` for the others.
+//!
+//! Without the feature, gRPC calls are recorded as HTTP requests.
+//!
 //! No header value is recorded anywhere, so `Authorization`, `Cookie` and
 //! `Set-Cookie` never reach a label, an attribute or a log line.
 
 mod body;
 mod future;
+#[cfg(feature = "tonic")]
+mod grpc;
 mod layer;
 mod series;
 mod service;
@@ -128,6 +169,8 @@ mod state;
 pub use crate::labels::{OTHER_METHOD, OVERFLOW_PATH, UNMATCHED_PATH};
 pub use body::ResponseBody;
 pub use future::ResponseFuture;
+#[cfg(feature = "tonic")]
+pub use grpc::RPC_SERVER_DURATION;
 pub use layer::{DEFAULT_MAX_SERIES, TelemetryLayer};
 pub use series::{REQUEST_DURATION, REQUESTS_IN_FLIGHT, REQUESTS_TOTAL, SERIES_OVERFLOW_TOTAL};
 pub use service::TelemetryService;

@@ -48,6 +48,10 @@ where
         }
         let start = quanta::Instant::now();
         let method = Method::of(request.method());
+        #[cfg(feature = "tonic")]
+        if super::grpc::is_grpc(request.headers()) {
+            return self.call_grpc(request, start, method);
+        }
         let classified = settings
             .classifier
             .as_ref()
@@ -125,6 +129,58 @@ where
         if let (Some(ids), Some(span)) = (sampled, state.span.as_deref_mut()) {
             span.sampled = Some(ids);
         }
+        ResponseFuture::new(future, Some(state))
+    }
+}
+
+#[cfg(feature = "tonic")]
+impl<S> TelemetryService<S> {
+    /// A gRPC call: named by its path, counted by its gRPC status, in
+    /// `rpc_server_duration_seconds` instead of the HTTP series.
+    fn call_grpc<ReqBody, ResBody>(
+        &mut self,
+        request: Request<ReqBody>,
+        start: quanta::Instant,
+        method: Method,
+    ) -> ResponseFuture<S::Future>
+    where
+        S: tower::Service<Request<ReqBody>, Response = Response<ResBody>>,
+    {
+        let service = &self.state;
+        let settings = &service.layer.settings;
+        let traced = (settings.span || settings.access_log) && RequestSpanLayer::anyone_listens();
+        let span = traced.then(|| {
+            let span = if settings.span {
+                let path = request.uri().path();
+                RequestSpan::start_grpc(
+                    &RequestInfo {
+                        method,
+                        route: None,
+                        path,
+                        headers: request.headers(),
+                        route_cache: &service.route_cache,
+                    },
+                    super::grpc::service_and_method(path),
+                )
+            } else {
+                RequestSpan::none()
+            };
+            let access = settings.access_log.then(|| (request.uri().clone(), None));
+            Box::new(SpanAndUri {
+                span,
+                access,
+                sampled: None,
+            })
+        });
+        let mut state = RequestState::new(Arc::clone(service), start, method, Series::Off, span);
+        state.grpc = Some(Box::new(super::grpc::GrpcCall {
+            uri: request.uri().clone(),
+            code: None,
+        }));
+        let future = {
+            let _entered = state.span.as_ref().map(|span| span.span.enter());
+            self.inner.call(request)
+        };
         ResponseFuture::new(future, Some(state))
     }
 }

@@ -8,6 +8,8 @@ use std::sync::{Arc, OnceLock};
 use http::{Method, Uri};
 use tracing::Level;
 
+#[cfg(feature = "tonic")]
+use super::grpc::RpcSeriesCache;
 use super::series::{RouteSeries, SeriesCache};
 use crate::request_span::RouteCache;
 
@@ -31,6 +33,9 @@ pub(crate) struct Settings {
 pub(crate) struct LayerState {
     pub(crate) settings: Settings,
     pub(crate) series: Arc<SeriesCache>,
+    /// The gRPC calls' series (feature `tonic`).
+    #[cfg(feature = "tonic")]
+    pub(crate) rpc: Arc<RpcSeriesCache>,
 }
 
 /// What one service (and its clones) keeps: the layer's state, and what

@@ -9,6 +9,8 @@ use std::borrow::Cow;
 use axum::extract::MatchedPath;
 use http::Uri;
 
+#[cfg(feature = "tonic")]
+use super::grpc::{self, GrpcCall};
 use super::series::RouteSeries;
 use super::settings::ServiceState;
 use crate::exemplar::SpanIds;
@@ -74,6 +76,10 @@ pub(crate) struct RequestState {
     method: Method,
     status: u16,
     finished: bool,
+    /// A gRPC call's path and status (feature `tonic`); boxed, as only
+    /// gRPC calls have it.
+    #[cfg(feature = "tonic")]
+    pub(crate) grpc: Option<Box<GrpcCall>>,
 }
 
 impl RequestState {
@@ -92,6 +98,8 @@ impl RequestState {
             method,
             status: 0,
             finished: false,
+            #[cfg(feature = "tonic")]
+            grpc: None,
         };
         if let Some(route) = state.route() {
             route.start(state.method, &state.service.layer.series);
@@ -107,12 +115,67 @@ impl RequestState {
         }
     }
 
-    /// Notes the response status on the span.
+    /// Notes the response status on the span (a gRPC call's status is
+    /// noted when it ends).
     pub(crate) fn respond(&mut self, status: u16) {
         self.status = status;
-        if let Some(span) = &self.span {
+        if let Some(span) = &self.span
+            && !self.is_grpc()
+        {
             span.span.record_status(status);
         }
+    }
+
+    #[cfg_attr(
+        not(feature = "tonic"),
+        allow(clippy::unused_self, reason = "gRPC calls need the feature")
+    )]
+    fn is_grpc(&self) -> bool {
+        #[cfg(feature = "tonic")]
+        return self.grpc.is_some();
+        #[cfg(not(feature = "tonic"))]
+        false
+    }
+
+    /// Notes the `grpc-status` in `headers` (the response's, or its
+    /// trailers), for a gRPC call.
+    #[cfg(feature = "tonic")]
+    pub(crate) fn note_grpc_status(&mut self, headers: &http::HeaderMap) {
+        if let Some(call) = &mut self.grpc {
+            call.note(headers);
+        }
+    }
+
+    /// Ends a gRPC call: its status (from its `grpc-status`, else from
+    /// `status`), recorded in its series and on its span, with the access
+    /// line's level index and whether the server failed. `None` for HTTP.
+    #[cfg_attr(
+        not(feature = "tonic"),
+        allow(clippy::unused_self, reason = "gRPC calls need the feature")
+    )]
+    fn end_grpc(&self, status: u16, seconds: f64) -> Option<(u8, usize, bool)> {
+        #[cfg(feature = "tonic")]
+        if let Some(call) = &self.grpc {
+            let code = call.code.unwrap_or_else(|| grpc::from_http(status));
+            if self.service.layer.settings.metrics && crate::metrics::recording() {
+                self.service
+                    .layer
+                    .rpc
+                    .record(call.uri.path(), code, seconds);
+            }
+            let failed = grpc::is_server_error(code);
+            if let Some(span) = &self.span {
+                span.span.record_grpc_status(code, failed);
+            }
+            let class = match code {
+                grpc::OK => 0,
+                _ if failed => 2,
+                _ => 1,
+            };
+            return Some((code, class, failed));
+        }
+        let _ = (status, seconds);
+        None
     }
 
     /// Records the finished request with the status already noted.
@@ -138,26 +201,31 @@ impl RequestState {
                 &self.service.layer.series,
             );
         }
+        // The level's index, and whether the server failed.
+        let (grpc_status, class, failed) = match self.end_grpc(status, seconds) {
+            Some((code, class, failed)) => (Some(code), class, failed),
+            None => match status {
+                500.. => (None, 2, true),
+                400..500 => (None, 1, false),
+                _ => (None, 0, false),
+            },
+        };
         if let Some(SpanAndUri {
             span,
             access: Some((uri, route)),
             ..
         }) = self.span.as_deref()
         {
-            let levels = &self.service.layer.settings.levels;
-            let level = match status {
-                500.. => levels[2],
-                400..500 => levels[1],
-                _ => levels[0],
-            };
             span.access_line(&AccessLine {
-                level,
+                level: self.service.layer.settings.levels[class],
                 method: self.method,
                 path: route.as_ref().map_or(uri.path(), Route::as_str),
                 url_path: uri.path(),
                 status,
+                grpc_status,
                 duration: seconds,
                 error,
+                failed,
             });
         }
     }
@@ -169,6 +237,11 @@ impl Drop for RequestState {
             return;
         }
         if self.status != 0 {
+            // Dropped before the end of a gRPC response: no status was sent.
+            #[cfg(feature = "tonic")]
+            if let Some(call) = &mut self.grpc {
+                call.code.get_or_insert(grpc::CANCELLED);
+            }
             self.finish(None);
         } else if std::thread::panicking() {
             self.respond(500);

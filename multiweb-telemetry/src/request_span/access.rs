@@ -15,7 +15,8 @@ use crate::log::{OwnFields, write_line};
 /// `GET /api/v1/products/7 status=200 duration=0.003` (the request path,
 /// without the query string); its fields are `method`, `path` (the route
 /// template, or the request path where no route matched), `status`,
-/// `duration` (seconds) and, on failures, `error`, in that order.
+/// `duration` (seconds) and, on failures, `error`, in that order; a gRPC
+/// call's line has `rpc.grpc.status_code` after `status`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct AccessLine<'a> {
     pub(crate) level: Level,
@@ -25,8 +26,13 @@ pub(crate) struct AccessLine<'a> {
     /// The request path, without the query string.
     pub(crate) url_path: &'a str,
     pub(crate) status: u16,
+    /// A gRPC call's status code.
+    pub(crate) grpc_status: Option<u8>,
     pub(crate) duration: f64,
     pub(crate) error: Option<&'a str>,
+    /// Whether the server failed (a 5xx, or a gRPC server error): the line
+    /// then carries the request's error, if it has none of its own.
+    pub(crate) failed: bool,
 }
 
 impl AccessLine<'_> {
@@ -36,6 +42,9 @@ impl AccessLine<'_> {
         own.str("method", self.method.as_str());
         own.str("path", self.path);
         own.i64("status", i64::from(self.status));
+        if let Some(code) = self.grpc_status {
+            own.i64("rpc.grpc.status_code", i64::from(code));
+        }
         own.f64("duration", self.duration);
         if let Some(error) = self.error {
             own.str("error", error);
@@ -155,7 +164,7 @@ impl fmt::Write for Tail {
 pub(super) fn write(span: &tracing::Span, line: &AccessLine<'_>) {
     // A 5xx without an error of its own carries the request's (see
     // `NotedError`).
-    let noted = (line.status >= 500 && line.error.is_none())
+    let noted = (line.failed && line.error.is_none())
         .then(|| noted_error(span))
         .flatten();
     let line = &AccessLine {
@@ -172,6 +181,7 @@ pub(super) fn write(span: &tracing::Span, line: &AccessLine<'_>) {
                 method,
                 path,
                 status,
+                rpc.grpc.status_code,
                 duration,
                 error
             ) {
@@ -190,6 +200,7 @@ pub(super) fn write(span: &tracing::Span, line: &AccessLine<'_>) {
                         method = line.method.as_str(),
                         path = line.path,
                         status = i64::from(line.status),
+                        rpc.grpc.status_code = line.grpc_status.map(i64::from),
                         duration = line.duration,
                         error = line.error,
                     );
@@ -328,21 +339,24 @@ mod tests {
             "a".repeat(MAX_VALUE_BYTES - "GET ".len() - " status=500 duration=0.250".len());
         let over_limit = format!("{at_limit}b");
         let cases = [
-            (Level::INFO, None, "/x\u{1}"),
-            (Level::ERROR, Some("it \n broke"), "/x\u{1}"),
-            (Level::INFO, None, long_path.as_str()),
-            (Level::INFO, None, at_limit.as_str()),
-            (Level::INFO, None, over_limit.as_str()),
+            (Level::INFO, None, "/x\u{1}", None),
+            (Level::ERROR, Some("it \n broke"), "/x\u{1}", None),
+            (Level::INFO, None, long_path.as_str(), None),
+            (Level::INFO, None, at_limit.as_str(), None),
+            (Level::INFO, None, over_limit.as_str(), None),
+            (Level::WARN, None, "/pkg.Svc/Get", Some(5)),
         ];
-        for (level, error, path) in cases {
+        for (level, error, path, grpc_status) in cases {
             let line = AccessLine {
                 level,
                 method: Method::of(&http::Method::GET),
                 path,
                 url_path: path,
                 status: 500,
+                grpc_status,
                 duration: 0.25,
                 error,
+                failed: false,
             };
             for dispatch in [&direct, &event] {
                 tracing::dispatcher::with_default(dispatch, || {
@@ -381,5 +395,10 @@ mod tests {
              \"user_id\":\"42\",\"tenant\":\"a\\\"b\",\"target\":\"multiweb_telemetry::http\"}"
         );
         assert!(!lines[0].contains("\"error\""), "{}", lines[0]);
+        assert!(
+            rest(lines[10]).contains("\"status\":500,\"rpc.grpc.status_code\":5,\"duration\""),
+            "{}",
+            lines[10]
+        );
     }
 }

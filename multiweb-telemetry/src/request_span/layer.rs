@@ -195,7 +195,10 @@ pub(crate) struct BridgeFilter {
 
 impl BridgeFilter {
     fn wants(self, meta: &tracing::Metadata<'_>) -> bool {
-        !(meta.is_span() && self.direct && super::is_request_span(meta))
+        !(meta.is_span()
+            && self.direct
+            && meta.name() == super::SPAN_NAME
+            && super::is_request_span(meta))
     }
 }
 

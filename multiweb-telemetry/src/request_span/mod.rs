@@ -68,9 +68,13 @@ pub(crate) const TARGET: &str = "multiweb_telemetry::http";
 /// The name of the request span (its OpenTelemetry name is in `otel.name`).
 pub(crate) const SPAN_NAME: &str = "HTTP request";
 
-/// Whether `meta` is the callsite of the request spans.
+/// The name of the request span of a gRPC call (feature `tonic`; its
+/// OpenTelemetry name, `package.Service/Method`, is in `otel.name`).
+pub(crate) const GRPC_SPAN_NAME: &str = "gRPC request";
+
+/// Whether `meta` is a callsite of the request spans, HTTP or gRPC.
 pub(crate) fn is_request_span(meta: &tracing::Metadata<'_>) -> bool {
-    meta.name() == SPAN_NAME && meta.target() == TARGET
+    matches!(meta.name(), SPAN_NAME | GRPC_SPAN_NAME) && meta.target() == TARGET
 }
 
 /// What a request span is made of, known when the request arrives.
@@ -139,6 +143,34 @@ impl RequestSpan {
         }
     }
 
+    /// Starts the span of the gRPC call `info` describes, named and
+    /// attributed by the OpenTelemetry RPC conventions (`rpc.system`,
+    /// `rpc.service`, `rpc.method`, and `rpc.grpc.status_code` when it
+    /// ends); `call` is its service and method, when its path has them. It
+    /// always goes through the bridge, also on the direct path.
+    #[cfg(feature = "tonic")]
+    pub(crate) fn start_grpc(info: &RequestInfo<'_>, call: Option<(&str, &str)>) -> Self {
+        let kind = match RequestSpanLayer::installed(|_| ()) {
+            Some(()) => Kind::Bridged,
+            None => Kind::Foreign,
+        };
+        let (service, method) = call.unzip();
+        let span = tracing::info_span!(
+            target: TARGET,
+            GRPC_SPAN_NAME,
+            otel.name = info.path.strip_prefix('/').unwrap_or(info.path),
+            otel.kind = "server",
+            otel.status_code = Empty,
+            rpc.system = "grpc",
+            rpc.service = service,
+            rpc.method = method,
+            rpc.grpc.status_code = Empty,
+            user_id = Empty,
+            error = Empty,
+        );
+        Self::continued(span, info, kind)
+    }
+
     /// No span (the layer's span is switched off): the access line is still
     /// written, as a root event.
     pub(crate) fn none() -> Self {
@@ -164,6 +196,12 @@ impl RequestSpan {
             user_id = Empty,
             error = Empty,
         );
+        Self::continued(span, info, kind)
+    }
+
+    /// `span`, a child of the incoming `traceparent` when the headers carry
+    /// a valid one, with the `path` log field under `init`'s subscriber.
+    fn continued(span: tracing::Span, info: &RequestInfo<'_>, kind: Kind) -> Self {
         if let Some(parent) = crate::trace::remote_parent(info.headers) {
             // Only fails for a disabled span, which has no parent to set.
             let _ = span.set_parent(parent);
@@ -193,18 +231,35 @@ impl RequestSpan {
     pub(crate) fn record_status(&self, status: u16) {
         match &self.kind {
             Kind::Own(cx) => direct::record_status(cx, status),
+            Kind::Bridged | Kind::Foreign => {
+                self.record_outcome("http.response.status_code", status.into(), status >= 500);
+            }
+        }
+    }
+
+    /// Notes the status of a gRPC call: `rpc.grpc.status_code`, and the
+    /// Error status when `failed` (the server's fault).
+    #[cfg(feature = "tonic")]
+    pub(crate) fn record_grpc_status(&self, code: u8, failed: bool) {
+        self.record_outcome("rpc.grpc.status_code", code.into(), failed);
+    }
+
+    /// Sets `attribute` to `value`, and the Error status when `failed`, on
+    /// a span made for a bridge.
+    fn record_outcome(&self, attribute: &'static str, value: i64, failed: bool) {
+        match &self.kind {
+            // gRPC spans are never the crate's own.
+            Kind::Own(_) => {}
             Kind::Bridged => {
-                self.span
-                    .set_attribute("http.response.status_code", i64::from(status));
-                if status >= 500 {
+                self.span.set_attribute(attribute, value);
+                if failed {
                     self.span.set_status(Status::error(""));
                 }
             }
             Kind::Foreign => {
                 // As i64: the bridge exports u64 values as strings.
-                self.span
-                    .record("http.response.status_code", i64::from(status));
-                if status >= 500 {
+                self.span.record(attribute, value);
+                if failed {
                     self.span.record("otel.status_code", "ERROR");
                 }
             }
