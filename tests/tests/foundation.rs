@@ -54,6 +54,15 @@ fn metrics_endpoint_serves_process_metrics_that_promtool_accepts() {
         metrics.value("multiweb_telemetry_log_lines_dropped_total", &[]),
         Some(0.0)
     );
+    // At 0 before any overflow: its alert has a series to watch.
+    assert_eq!(
+        metrics.type_of("multiweb_telemetry_http_series_overflow_total"),
+        Some("counter")
+    );
+    assert_eq!(
+        metrics.value("multiweb_telemetry_http_series_overflow_total", &[]),
+        Some(0.0)
+    );
 
     // The HTTP layer's histogram, with the guide's thresholds as buckets.
     let labels = [

@@ -26,9 +26,7 @@ pub const REQUESTS_TOTAL: &str = "http_requests_total";
 pub const REQUEST_DURATION: &str = "http_request_duration_seconds";
 /// Name of the in-flight requests gauge.
 pub const REQUESTS_IN_FLIGHT: &str = "http_requests_in_flight";
-/// Name of the counter of requests recorded under `path="overflow"` because
-/// the series cap was reached.
-pub const SERIES_OVERFLOW_TOTAL: &str = "multiweb_telemetry_http_series_overflow_total";
+pub use crate::metrics::SERIES_OVERFLOW_TOTAL;
 
 /// Status codes kept in lock-free slots per `(method, path)`; more spill
 /// into a locked list.
@@ -288,10 +286,7 @@ impl SeriesCache {
     fn count_overflow(&self) {
         self.overflow_total
             .get_or_init(|| {
-                metrics::describe_counter!(
-                    SERIES_OVERFLOW_TOTAL,
-                    "HTTP requests recorded under path=\"overflow\" because the series cap was reached."
-                );
+                crate::metrics::describe_series_overflow();
                 metrics::counter!(SERIES_OVERFLOW_TOTAL)
             })
             .increment(1);

@@ -85,6 +85,20 @@ use crate::exemplar;
 /// Name of the counter of log lines dropped because stdout could not keep up.
 pub const LOG_LINES_DROPPED: &str = "multiweb_telemetry_log_lines_dropped_total";
 
+/// Name of the counter of requests the HTTP layer recorded under
+/// `path="overflow"` because the series cap was reached. [`init`](crate::init)
+/// exports it at 0 from the start, so that the alert on it has a series to
+/// watch before the first overflow.
+pub const SERIES_OVERFLOW_TOTAL: &str = "multiweb_telemetry_http_series_overflow_total";
+
+/// Describes [`SERIES_OVERFLOW_TOTAL`].
+pub(crate) fn describe_series_overflow() {
+    ::metrics::describe_counter!(
+        SERIES_OVERFLOW_TOTAL,
+        "HTTP requests recorded under path=\"overflow\" because the series cap was reached."
+    );
+}
+
 /// Name of the counter of panics logged by the panic hook [`init`](crate::init)
 /// installs (every panic in the process, caught or not, until the guard is
 /// dropped); exported only when the hook is installed (see
@@ -209,6 +223,8 @@ pub(crate) fn install(
         "Log lines dropped because the log output could not keep up."
     );
     ::metrics::counter!(LOG_LINES_DROPPED).absolute(0);
+    describe_series_overflow();
+    ::metrics::counter!(SERIES_OVERFLOW_TOTAL).increment(0);
     ::metrics::describe_counter!(PANICS, "Panics logged by the panic hook.");
     let exporter = Arc::new(Exporter {
         handle,
