@@ -67,6 +67,7 @@
 //! | `tls` | yes | `https://` OTLP endpoints and mTLS (`OTEL_EXPORTER_OTLP_CERTIFICATE`, `…_CLIENT_CERTIFICATE`, `…_CLIENT_KEY`): rustls with ring and the platform's trusted roots; implies `otlp` | rustls, hyper-rustls, rustls-native-certs, tonic's `tls-ring` |
 //! | `process-metrics` | yes | the standard `process_*` metrics, refreshed at each scrape | metrics-process |
 //! | `testing` | no | the `testing` module: a local recorder and a `/metrics` parser for the application's own tests | nothing |
+//! | `tonic` | no | gRPC servers behind the HTTP layer: calls counted by their `grpc-status` in `rpc_server_duration_seconds`, spans and access lines by the RPC conventions (see [`http`]) | nothing |
 //! | `client` | no | outgoing calls (`client::layer()` for tower clients such as hyper-util's and tonic's, `client::middleware()` for reqwest-middleware): a CLIENT span, `traceparent`, `http_client_request_duration_seconds` | reqwest 0.13 (without TLS), reqwest-middleware 0.5 |
 //! | `sqlx` | no | the `db` module: a CLIENT span, the `db_client_operation_duration_seconds` histogram, slow-query and failed-query log lines for every query of a wrapped sqlx pool, and its connection gauges | sqlx 0.8 (without drivers of its own) |
 //!

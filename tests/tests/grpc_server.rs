@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use multiweb_telemetry::testing::MetricsCapture;
+use multiweb_telemetry::testing::{Exposition, MetricsCapture};
 use multiweb_telemetry::{OtlpProtocol, Telemetry, TraceSampler};
 use multiweb_tests::{Collector, ExportedSpan, LogBuffer};
 use tonic::Code;
@@ -65,13 +65,14 @@ async fn calls(channel: tonic::transport::Channel) -> Vec<Code> {
         )
         .await;
     answers.push(made_up.map_or_else(|s| s.code(), |_| Code::Ok));
-    // A stream the client drops after its first message: CANCELLED.
+    // A stream the client drops after its first message (CANCELLED on the
+    // server's side); here, that the stream answered.
     let mut watch = client.watch(check("")).await.unwrap().into_inner();
-    let first = watch.message().await.unwrap();
-    answers.push(if first.is_some() {
-        Code::Cancelled
-    } else {
-        Code::Unknown
+    let first = watch.message().await;
+    answers.push(match first {
+        Ok(Some(_)) => Code::Ok,
+        Ok(None) => Code::Unknown,
+        Err(status) => status.code(),
     });
     answers
 }
@@ -89,7 +90,7 @@ fn grpc_calls_are_counted_spanned_and_logged_by_their_grpc_status() {
             Code::NotFound,
             Code::Ok,
             Code::Unimplemented,
-            Code::Cancelled
+            Code::Ok
         ]
     );
     check_metrics(&capture);
@@ -158,16 +159,7 @@ fn serve(collector: &Collector, capture: &MetricsCapture, logs: &LogBuffer) -> V
 /// By service, method and gRPC status; no HTTP series.
 fn check_metrics(capture: &MetricsCapture) {
     let metrics = capture.exposition();
-    let count = |service: &str, method: &str, code: &str| {
-        metrics.value(
-            "rpc_server_duration_seconds_count",
-            &[
-                ("rpc_service", service),
-                ("rpc_method", method),
-                ("rpc_grpc_status_code", code),
-            ],
-        )
-    };
+    let count = |service, method, code| calls_of(&metrics, service, method, code);
     assert_eq!(count(HEALTH, "Check", "0"), Some(2.0));
     assert_eq!(count(HEALTH, "Check", "5"), Some(1.0));
     assert_eq!(count("_OTHER", "_OTHER", "12"), Some(1.0));
@@ -261,4 +253,133 @@ fn check_spans(collector: &Collector) {
     let trace_ids: std::collections::HashSet<&str> =
         spans.iter().map(|s| s.trace_id.as_str()).collect();
     assert_eq!(trace_ids.len(), 5, "each call its own trace");
+}
+
+/// How many calls `rpc_server_duration_seconds` counted for the labels.
+fn calls_of(metrics: &Exposition, service: &str, method: &str, code: &str) -> Option<f64> {
+    metrics.value(
+        "rpc_server_duration_seconds_count",
+        &[
+            ("rpc_service", service),
+            ("rpc_method", method),
+            ("rpc_grpc_status_code", code),
+        ],
+    )
+}
+
+/// A body that panics when polled: a handler's stream that panics.
+struct PanickingBody;
+
+impl hyper::body::Body for PanickingBody {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        panic!("the stream broke")
+    }
+}
+
+type TestBody = http_body_util::combinators::BoxBody<bytes::Bytes, std::convert::Infallible>;
+
+/// Answers a gRPC request without a `grpc-status`, by path.
+async fn without_status(
+    request: http::Request<String>,
+) -> Result<http::Response<TestBody>, std::convert::Infallible> {
+    use http_body_util::BodyExt as _;
+    let empty = || http_body_util::Empty::new().boxed();
+    let (status, body) = match request.uri().path() {
+        "/pkg.Svc/Missing" => (404, empty()),
+        "/pkg.Svc/Empty" => (200, empty()),
+        _ => (200, PanickingBody.boxed()),
+    };
+    let mut response = http::Response::new(body);
+    *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+    Ok(response)
+}
+
+/// Responses without a `grpc-status`: an empty body (which a server drops
+/// unpolled) takes the status its HTTP status maps to, not `CANCELLED`; a
+/// stream that panics is `INTERNAL`, with the panic as the line's error.
+/// With the SDK disabled (no bridge), the caller's trace passes through to
+/// the call's lines.
+#[test]
+fn responses_without_a_grpc_status_and_the_sdk_disabled() {
+    use http_body_util::BodyExt as _;
+    use tower::{Layer as _, ServiceExt as _};
+    let capture = MetricsCapture::new();
+    let logs = LogBuffer::default();
+    let (dispatch, guard) = Telemetry::builder()
+        .disabled(true)
+        .log_writer(logs.clone())
+        .build_dispatch()
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let service = multiweb_telemetry::http::layer().layer(tower::service_fn(without_status));
+    let request = |path: &str| {
+        http::Request::builder()
+            .method("POST")
+            .uri(path)
+            .header("content-type", "application/grpc")
+            .header("traceparent", format!("00-{REMOTE_TRACE}-{REMOTE_SPAN}-01"))
+            .body(String::new())
+            .unwrap()
+    };
+    {
+        let _recorder = capture.enter();
+        let _subscriber = tracing::dispatcher::set_default(&dispatch);
+        for path in ["/pkg.Svc/Missing", "/pkg.Svc/Empty"] {
+            // Dropped unpolled, as a server drops an empty body.
+            let response = runtime
+                .block_on(service.clone().oneshot(request(path)))
+                .unwrap();
+            assert!(hyper::body::Body::is_end_stream(response.body()));
+        }
+        let response = runtime
+            .block_on(service.clone().oneshot(request("/pkg.Svc/Panics")))
+            .unwrap();
+        let sent = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            runtime.block_on(response.into_body().collect())
+        }));
+        assert!(sent.is_err(), "the stream panicked");
+    }
+    drop(dispatch);
+    drop(guard);
+    let metrics = capture.exposition();
+    let count = |service, method, code| calls_of(&metrics, service, method, code);
+    assert_eq!(count("_OTHER", "_OTHER", "12"), Some(1.0));
+    assert_eq!(count("pkg.Svc", "Empty", "2"), Some(1.0));
+    assert_eq!(count("pkg.Svc", "Panics", "13"), Some(1.0));
+    assert_eq!(
+        metrics
+            .find("rpc_server_duration_seconds_count", &[])
+            .count(),
+        3
+    );
+    let access = logs.access_lines();
+    let seen: Vec<(&str, i64, Option<&str>, &str)> = access
+        .iter()
+        .map(|line| {
+            (
+                line["level"].as_str().unwrap(),
+                line["rpc.grpc.status_code"].as_i64().unwrap(),
+                line["error"].as_str(),
+                line["trace_id"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("error", 12, None, REMOTE_TRACE),
+            ("error", 2, None, REMOTE_TRACE),
+            ("error", 13, Some("the handler panicked"), REMOTE_TRACE),
+        ],
+        "{access:#?}"
+    );
 }

@@ -5,6 +5,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use http::Response;
+use http_body::Body;
 use pin_project_lite::pin_project;
 
 use super::body::ResponseBody;
@@ -31,6 +32,7 @@ impl<F> ResponseFuture<F> {
 impl<F, B, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
+    B: Body,
     E: std::fmt::Display,
 {
     type Output = Result<Response<ResponseBody<B>>, E>;
@@ -53,7 +55,7 @@ where
                     // A call that fails at once answers with its status in
                     // the headers ("trailers-only").
                     #[cfg(feature = "tonic")]
-                    state.note_grpc_status(response.headers());
+                    state.note_grpc_response(response.headers(), response.body().is_end_stream());
                 }
                 Poll::Ready(Ok(response.map(|body| ResponseBody::new(body, state))))
             }

@@ -7,18 +7,25 @@
 //! |---|---|---|
 //! | `rpc_server_duration_seconds` | histogram | `rpc_service`, `rpc_method`, `rpc_grpc_status_code` |
 //!
-//! The name and labels follow the OpenTelemetry RPC conventions
-//! (`rpc.server.duration`, `rpc.service`, `rpc.method`,
-//! `rpc.grpc.status_code`) mapped to Prometheus. A call the server does not
-//! implement (`UNIMPLEMENTED`, as tonic answers any unknown path) is counted
-//! under `rpc_service="_OTHER"` and `rpc_method="_OTHER"`, so made-up paths
-//! create no series; the other label sets are capped like the HTTP ones.
+//! The labels are the OpenTelemetry RPC attributes (`rpc.service`,
+//! `rpc.method`, `rpc.grpc.status_code`, semantic conventions up to 1.37)
+//! mapped to Prometheus; the histogram is their `rpc.server.duration`, in
+//! seconds as Prometheus names it (the conventions give it in
+//! milliseconds). A call the server does not implement (`UNIMPLEMENTED`,
+//! as tonic answers any unknown path) is counted under
+//! `rpc_service="_OTHER"` and `rpc_method="_OTHER"`, so made-up paths that
+//! reach the router create no series. Label sets are capped like the HTTP
+//! ones: a path answered with another status before it is routed (an
+//! authentication layer's `UNAUTHENTICATED`) takes one, and past the cap
+//! calls are recorded under `overflow` and counted in
+//! `multiweb_telemetry_http_series_overflow_total`.
 //!
 //! A response without `grpc-status` takes the status the gRPC
 //! specification maps its HTTP status to (`404` is `UNIMPLEMENTED`, `503`
 //! is `UNAVAILABLE`, and so on; a `200` without one is `UNKNOWN`), and a
 //! response dropped before its status was sent (the client cancelled) is
-//! `CANCELLED`.
+//! `CANCELLED`; a call cancelled before any response is not counted, as
+//! HTTP requests are not.
 
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
@@ -48,6 +55,9 @@ pub(crate) const UNKNOWN: u8 = 2;
 
 /// `UNIMPLEMENTED`.
 const UNIMPLEMENTED: u8 = 12;
+
+/// `INTERNAL`: the handler panicked while the response was sent.
+pub(crate) const INTERNAL: u8 = 13;
 
 /// Whether `headers` are a gRPC request's (`content-type:
 /// application/grpc`, with or without a `+format` suffix).
@@ -98,6 +108,9 @@ pub(crate) struct GrpcCall {
     /// The `grpc-status` of the response, once its headers or trailers
     /// carried one.
     pub(crate) code: Option<u8>,
+    /// Whether the response ended with its headers (an empty body, which a
+    /// server drops without polling it).
+    pub(crate) ended: bool,
 }
 
 impl GrpcCall {
@@ -212,6 +225,8 @@ impl RpcSeriesCache {
             })
             .is_err()
         {
+            crate::metrics::describe_series_overflow();
+            metrics::counter!(crate::metrics::SERIES_OVERFLOW_TOTAL).increment(1);
             return Arc::clone(
                 self.overflow
                     .get_or_init(|| RpcSeries::new(OVERFLOW_PATH, OVERFLOW_PATH)),

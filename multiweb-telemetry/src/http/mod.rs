@@ -136,17 +136,23 @@
 //!   once, in the trailers otherwise), not in the HTTP series, where nearly
 //!   every call would count as `status="200"`. A response without a
 //!   `grpc-status` takes the status the gRPC specification maps its HTTP
-//!   status to; one dropped before it sent its status (the client
-//!   cancelled) is `CANCELLED` (1). Calls the server does not implement
+//!   status to; one dropped before it sent its status (a stream the client
+//!   cancelled) is `CANCELLED` (1), or `INTERNAL` (13) when the handler
+//!   panicked while sending it; a call cancelled before any response is not
+//!   counted, as HTTP requests are not. Calls the server does not implement
 //!   (`UNIMPLEMENTED`, 12) share `rpc_service="_OTHER"` and
-//!   `rpc_method="_OTHER"`, so made-up paths make no series.
+//!   `rpc_method="_OTHER"`, so made-up paths that reach the router make no
+//!   series; the other label sets are capped (see
+//!   [`TelemetryLayer::max_series`]). gRPC calls are not in
+//!   `http_requests_in_flight`.
 //! - Its span, `gRPC request` on the `tracing` side, is the SERVER span
 //!   `package.Service/Method` with the OpenTelemetry RPC attributes
 //!   `rpc.system` (`grpc`), `rpc.service`, `rpc.method` and
 //!   `rpc.grpc.status_code`; a server error (`UNKNOWN`,
 //!   `DEADLINE_EXCEEDED`, `UNIMPLEMENTED`, `INTERNAL`, `UNAVAILABLE`,
-//!   `DATA_LOSS`) sets its status to Error. It always goes through the
-//!   bridge, also on the direct path.
+//!   `DATA_LOSS`) sets its status to Error. It goes through the bridge,
+//!   also on the direct path. Its name is the call's path, made-up ones
+//!   included.
 //! - Its access line has `rpc.grpc.status_code` after `status`, and its
 //!   level follows the gRPC status: `info` for `OK`, `error` for a server
 //!   error, `warn` for the others.

@@ -31,6 +31,7 @@ impl<S, ReqBody, ResBody> tower::Service<Request<ReqBody>> for TelemetryService<
 where
     S: tower::Service<Request<ReqBody>, Response = Response<ResBody>>,
     S::Error: std::fmt::Display,
+    ResBody: http_body::Body,
 {
     type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
@@ -176,6 +177,7 @@ impl<S> TelemetryService<S> {
         state.grpc = Some(Box::new(super::grpc::GrpcCall {
             uri: request.uri().clone(),
             code: None,
+            ended: false,
         }));
         let future = {
             let _entered = state.span.as_ref().map(|span| span.span.enter());

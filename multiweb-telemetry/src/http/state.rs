@@ -146,6 +146,41 @@ impl RequestState {
         }
     }
 
+    /// Notes a gRPC call's response: the `grpc-status` in its headers, and
+    /// whether its body is already at its end.
+    #[cfg(feature = "tonic")]
+    pub(crate) fn note_grpc_response(&mut self, headers: &http::HeaderMap, ended: bool) {
+        if let Some(call) = &mut self.grpc {
+            call.note(headers);
+            call.ended = ended;
+        }
+    }
+
+    /// For a gRPC call whose response is dropped without a status: `INTERNAL`
+    /// while unwinding from a panic (with the error for its access line),
+    /// `CANCELLED` for a body dropped before its end (the client went away).
+    /// An empty body, which the server drops without polling, keeps the
+    /// status its HTTP status maps to.
+    #[cfg_attr(
+        not(feature = "tonic"),
+        allow(clippy::unused_self, reason = "gRPC calls need the feature")
+    )]
+    fn grpc_dropped(&mut self) -> Option<&'static str> {
+        #[cfg(feature = "tonic")]
+        if let Some(call) = &mut self.grpc
+            && call.code.is_none()
+        {
+            if std::thread::panicking() {
+                call.code = Some(grpc::INTERNAL);
+                return Some("the handler panicked");
+            }
+            if !call.ended {
+                call.code = Some(grpc::CANCELLED);
+            }
+        }
+        None
+    }
+
     /// Ends a gRPC call: its status (from its `grpc-status`, else from
     /// `status`), recorded in its series and on its span, with the access
     /// line's level index and whether the server failed. `None` for HTTP.
@@ -237,12 +272,8 @@ impl Drop for RequestState {
             return;
         }
         if self.status != 0 {
-            // Dropped before the end of a gRPC response: no status was sent.
-            #[cfg(feature = "tonic")]
-            if let Some(call) = &mut self.grpc {
-                call.code.get_or_insert(grpc::CANCELLED);
-            }
-            self.finish(None);
+            let error = self.grpc_dropped();
+            self.finish(error);
         } else if std::thread::panicking() {
             self.respond(500);
             self.finish(Some("the handler panicked"));

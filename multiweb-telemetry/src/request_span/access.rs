@@ -162,8 +162,8 @@ impl fmt::Write for Tail {
 /// writer through its line writer (the same bytes, without passing an event
 /// through every layer); anywhere else, as an event.
 pub(super) fn write(span: &tracing::Span, line: &AccessLine<'_>) {
-    // A 5xx without an error of its own carries the request's (see
-    // `NotedError`).
+    // A failure (a 5xx, a gRPC server error) without an error of its own
+    // carries the request's (see `NotedError`).
     let noted = (line.failed && line.error.is_none())
         .then(|| noted_error(span))
         .flatten();

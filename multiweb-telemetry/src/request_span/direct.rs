@@ -81,17 +81,39 @@ pub(super) fn start(info: &RequestInfo<'_>, tracer: Option<&SdkTracer>) -> Reque
             Some(cx)
         })
         .flatten();
+    owning(span, cx)
+}
+
+/// `span` with the context the crate keeps for it; without one (a disabled
+/// span, `RUST_LOG`), no OpenTelemetry span either.
+fn owning(span: tracing::Span, cx: Option<Context>) -> RequestSpan {
     match cx {
         Some(cx) => RequestSpan {
             span,
             kind: Kind::Own(cx),
         },
-        // A disabled span (`RUST_LOG`): no OpenTelemetry span either.
         None => RequestSpan {
             span,
             kind: Kind::Foreign,
         },
     }
+}
+
+/// The span of a gRPC call `span` with the SDK disabled and no bridge: the
+/// caller's context, if it sent one, passed through as [`start`] passes it
+/// without a tracer (its ids on the call's log lines, passed on by
+/// `inject_context`).
+#[cfg(feature = "tonic")]
+pub(super) fn pass_through(span: tracing::Span, info: &RequestInfo<'_>) -> RequestSpan {
+    let cx = span
+        .with_subscriber(|(id, dispatch)| {
+            let data = dispatch.downcast_ref::<Registry>()?.span(id)?;
+            let cx = crate::trace::remote_parent(info.headers).unwrap_or_default();
+            data.extensions_mut().insert(RequestContext(cx.clone()));
+            Some(cx)
+        })
+        .flatten();
+    owning(span, cx)
 }
 
 /// The request span's attributes when it starts.

@@ -147,13 +147,11 @@ impl RequestSpan {
     /// attributed by the OpenTelemetry RPC conventions (`rpc.system`,
     /// `rpc.service`, `rpc.method`, and `rpc.grpc.status_code` when it
     /// ends); `call` is its service and method, when its path has them. It
-    /// always goes through the bridge, also on the direct path.
+    /// goes through the bridge, also on the direct path; with the SDK
+    /// disabled, the caller's context passes through as on the direct path.
     #[cfg(feature = "tonic")]
     pub(crate) fn start_grpc(info: &RequestInfo<'_>, call: Option<(&str, &str)>) -> Self {
-        let kind = match RequestSpanLayer::installed(|_| ()) {
-            Some(()) => Kind::Bridged,
-            None => Kind::Foreign,
-        };
+        let mode = RequestSpanLayer::installed(RequestSpanLayer::mode);
         let (service, method) = call.unzip();
         let span = tracing::info_span!(
             target: TARGET,
@@ -168,7 +166,15 @@ impl RequestSpan {
             user_id = Empty,
             error = Empty,
         );
-        Self::continued(span, info, kind)
+        match mode {
+            // The SDK disabled: no bridge, the caller's context passed through.
+            Some(Mode::Own(None)) => {
+                add_log_path(&span, info);
+                direct::pass_through(span, info)
+            }
+            Some(_) => Self::continued(span, info, Kind::Bridged),
+            None => Self::continued(span, info, Kind::Foreign),
+        }
     }
 
     /// No span (the layer's span is switched off): the access line is still
