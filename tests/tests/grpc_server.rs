@@ -77,33 +77,46 @@ async fn calls(channel: tonic::transport::Channel) -> Vec<Code> {
     answers
 }
 
+/// On the default path, and on the opt-in direct path (where the gRPC
+/// span still goes through the bridge): the same series, lines and spans.
 #[test]
 fn grpc_calls_are_counted_spanned_and_logged_by_their_grpc_status() {
     let collector = Collector::start();
-    let capture = MetricsCapture::new();
-    let logs = LogBuffer::default();
-    let answers = serve(&collector, &capture, &logs);
-    assert_eq!(
-        answers,
-        [
-            Code::Ok,
-            Code::NotFound,
-            Code::Ok,
-            Code::Unimplemented,
-            Code::Ok
-        ]
-    );
-    check_metrics(&capture);
-    check_access_lines(&logs);
-    check_spans(&collector);
+    for (service, bridge) in [("grpc-server", true), ("grpc-server-direct", false)] {
+        let capture = MetricsCapture::new();
+        let logs = LogBuffer::default();
+        let builder = Telemetry::builder()
+            .service_name(service)
+            .bridge_request_spans(bridge);
+        let answers = serve(builder, &collector, &capture, &logs);
+        assert_eq!(
+            answers,
+            [
+                Code::Ok,
+                Code::NotFound,
+                Code::Ok,
+                Code::Unimplemented,
+                Code::Ok
+            ],
+            "{service}"
+        );
+        check_metrics(&capture);
+        check_access_lines(&logs);
+        check_spans(&collector, service);
+    }
     collector.kill();
 }
 
 /// Serves the calls of [`calls`] with a tonic server behind the layer,
-/// exporting to `collector`; returns what the client got.
-fn serve(collector: &Collector, capture: &MetricsCapture, logs: &LogBuffer) -> Vec<Code> {
-    let (dispatch, guard) = Telemetry::builder()
-        .service_name("grpc-server")
+/// under the dispatch `builder` makes, exporting to `collector`; returns
+/// what the client got.
+fn serve(
+    builder: multiweb_telemetry::TelemetryBuilder,
+    collector: &Collector,
+    capture: &MetricsCapture,
+    logs: &LogBuffer,
+) -> Vec<Code> {
+    let (dispatch, guard) = builder
         .log_writer(logs.clone())
         .otlp_endpoint(format!("http://{}", collector.grpc))
         .otlp_protocol(OtlpProtocol::Grpc)
@@ -203,8 +216,9 @@ fn check_access_lines(logs: &LogBuffer) {
 }
 
 /// The RPC conventions, in a real collector.
-fn check_spans(collector: &Collector) {
-    let ours = |s: &ExportedSpan| s.resource_attribute("service.name") == Some("Str(grpc-server)");
+fn check_spans(collector: &Collector, service: &str) {
+    let name = format!("Str({service})");
+    let ours = |s: &ExportedSpan| s.resource_attribute("service.name") == Some(name.as_str());
     let spans: Vec<ExportedSpan> = collector
         .wait_for(|spans| spans.iter().any(|s| s.name == "sentinel" && ours(s)))
         .into_iter()
