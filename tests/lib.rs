@@ -775,6 +775,23 @@ impl std::fmt::Debug for Collector {
 }
 
 impl Collector {
+    /// The collector shared by the tests of this binary: started by the
+    /// first test that asks, stopped (by its PID) when the last test holding
+    /// it drops it. A `static` would never be dropped, and would leave rotel
+    /// running after the tests.
+    pub fn shared() -> Arc<Self> {
+        static SHARED: Mutex<std::sync::Weak<Collector>> = Mutex::new(std::sync::Weak::new());
+        let mut shared = SHARED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(collector) = shared.upgrade() {
+            return collector;
+        }
+        let collector = Arc::new(Self::start());
+        *shared = Arc::downgrade(&collector);
+        collector
+    }
+
     /// Starts rotel on two free ports and waits until it accepts connections.
     pub fn start() -> Self {
         let grpc = SocketAddr::from(([127, 0, 0, 1], free_port()));

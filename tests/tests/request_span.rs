@@ -18,7 +18,6 @@
 //! the test fails if that list is wrong either way.
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
 
 use axum::Router;
 use axum::body::Body;
@@ -205,9 +204,10 @@ enum Path {
     Direct,
 }
 
-fn collector() -> &'static Collector {
-    static COLLECTOR: OnceLock<Collector> = OnceLock::new();
-    COLLECTOR.get_or_init(Collector::start)
+/// The binary's collector. Each test holds it while it runs, so that the
+/// tests running at once share one.
+fn collector() -> std::sync::Arc<Collector> {
+    Collector::shared()
 }
 
 #[tracing::instrument]
@@ -597,6 +597,7 @@ fn describe(spans: &[ExportedSpan], logs: &str, answer: &str) -> Outcome {
 
 #[test]
 fn the_default_request_span_behaves_like_every_tracing_span() {
+    let _collector = collector();
     let mut failures = Vec::new();
     for scenario in SCENARIOS {
         let reference = run(scenario, Path::Bridged);
@@ -646,6 +647,7 @@ fn the_default_request_span_behaves_like_every_tracing_span() {
 /// its own.
 #[test]
 fn the_direct_path_gives_each_request_of_a_route_its_name_and_fields() {
+    let _collector = collector();
     let run = run_requests(
         "direct-route-cache",
         Telemetry::builder().bridge_request_spans(false),
@@ -689,6 +691,7 @@ fn the_direct_path_gives_each_request_of_a_route_its_name_and_fields() {
 /// events.
 #[test]
 fn spans_after_an_access_line_are_all_exported() {
+    let _collector = collector();
     for (service, builder) in [
         ("after-access-default", Telemetry::builder()),
         (
@@ -876,6 +879,7 @@ fn pass_through_app() -> Router {
 /// the request span ends, on both paths.
 #[test]
 fn the_request_span_covers_the_response_body() {
+    let collector = collector();
     for (service, builder) in [
         ("body-default", Telemetry::builder()),
         (
@@ -883,7 +887,6 @@ fn the_request_span_covers_the_response_body() {
             Telemetry::builder().bridge_request_spans(false),
         ),
     ] {
-        let collector = collector();
         let (dispatch, guard) = builder
             .service_name(service)
             .log_writer(std::io::sink())
