@@ -18,8 +18,8 @@ use tower::{Layer, ServiceExt};
 
 use support::{
     Callee, Caller, Client, DURATION_COUNT, FLAVOURS, Flavour, REMOTE_SPAN, REMOTE_TRACE, SECRET,
-    TRACESTATE, bare_reqwest, caller_app, checkout, one, pairs, refused_url, sorted_attributes,
-    spans_of, telemetry,
+    TRACESTATE, bare_reqwest, caller_app, checkout, collector, one, pairs, refused_url,
+    sorted_attributes, spans_of, telemetry,
 };
 
 /// SERVER → CLIENT → SERVER across two services under one trace id: the
@@ -31,6 +31,7 @@ use support::{
 /// nor the query string.
 #[test]
 fn a_call_inside_a_request_continues_its_trace_in_the_called_service() {
+    let _collector = collector();
     let runs = [
         (Flavour::Reqwest, false),
         (Flavour::Hyper, false),
@@ -111,6 +112,7 @@ fn a_call_inside_a_request_continues_its_trace_in_the_called_service() {
 /// default buckets.
 #[test]
 fn calls_are_measured_by_method_server_address_and_status() {
+    let _collector = collector();
     for flavour in FLAVOURS {
         let name = format!("client-metrics-{flavour:?}");
         let inventory = Callee::start(&format!("{name}-inventory"));
@@ -199,6 +201,7 @@ fn assert_histogram(metrics: &Exposition, name: &str) {
 /// errors; the refused call's span has no status code.
 #[test]
 fn a_5xx_answer_and_a_refused_connection_are_span_errors() {
+    let _collector = collector();
     for flavour in FLAVOURS {
         let name = format!("client-errors-{flavour:?}");
         let inventory = Callee::start(&format!("{name}-inventory"));
@@ -277,6 +280,7 @@ fn a_5xx_answer_and_a_refused_connection_are_span_errors() {
 /// 204) ends the call with its headers.
 #[test]
 fn a_call_ends_when_its_response_body_has_been_read_or_dropped() {
+    let _collector = collector();
     for flavour in FLAVOURS {
         let name = format!("client-body-{flavour:?}");
         let inventory = Callee::start(&format!("{name}-inventory"));
@@ -364,6 +368,7 @@ fn a_call_ends_when_its_response_body_has_been_read_or_dropped() {
 /// are unchanged too.
 #[test]
 fn the_middleware_leaves_reqwests_responses_and_errors_as_they_were() {
+    let _collector = collector();
     let inventory = Callee::start("client-reqwest-unchanged-inventory");
     let url = format!("{}?page=2", inventory.url("/api/v1/stock/7"));
     let refused = refused_url();
@@ -409,6 +414,7 @@ fn the_middleware_leaves_reqwests_responses_and_errors_as_they_were() {
 /// as the OpenTelemetry API does without an SDK.
 #[test]
 fn with_the_sdk_disabled_a_call_passes_the_callers_traceparent_on() {
+    let _collector = collector();
     for flavour in FLAVOURS {
         let inventory = Callee::start(&format!("client-disabled-{flavour:?}-inventory"));
         let caller = Caller::new(telemetry("client-disabled").disabled(true));

@@ -2,7 +2,7 @@
 //! service's telemetry, the two kinds of client, and span lookups.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::routing::get;
@@ -26,9 +26,11 @@ pub(crate) const SECRET: &str = "s3cret";
 
 pub(crate) const DURATION_COUNT: &str = "http_client_request_duration_seconds_count";
 
-pub(crate) fn collector() -> &'static Collector {
-    static COLLECTOR: OnceLock<Collector> = OnceLock::new();
-    COLLECTOR.get_or_init(Collector::start)
+/// The binary's collector. Each test holds it while it runs, so that the
+/// tests running at once share one, and the last one stops it (a `static`
+/// would leave rotel running after the tests).
+pub(crate) fn collector() -> Arc<Collector> {
+    Collector::shared()
 }
 
 /// Telemetry for service `name`, exporting every span to the collector.
