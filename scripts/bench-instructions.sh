@@ -15,7 +15,8 @@
 # calibration). Requests are counted as calls of `http::Request::get`, which
 # every benchmark iteration makes once; PER names another function called
 # once per iteration (a callgrind_annotate name, as an awk regex), and
-# FEATURES the crate features the benchmark needs. Needs valgrind (apt-get install -y
+# FEATURES more crate features (the benchmark's required-features are
+# always on). Needs valgrind (apt-get install -y
 # valgrind); the full_stack benchmark also needs rotel (see
 # scripts/install-test-tools.sh).
 set -euo pipefail
@@ -32,10 +33,18 @@ fi
 bench=$1
 shift
 per=${PER:-'http::request::Request<\\(\\)>::get'}
-exe=$(cargo bench -p multiweb-telemetry ${FEATURES:+--features "$FEATURES"} --bench "$bench" --no-run 2>&1 |
-  grep -o "[^ (]*/release/deps/${bench}-[0-9a-f]*" | tail -1)
+# The bench's own required-features (Cargo.toml) are always turned on.
+required=$(awk -v name="name = \"$bench\"" '/^\[/ {inside = 0} $0 == name {inside = 1}
+  inside && /^required-features/ {sub(/^[^[]*\[/, ""); gsub(/[]",]/, " "); print}' multiweb-telemetry/Cargo.toml)
+features=$(echo ${FEATURES:-} $required)
+built=$(cargo bench -p multiweb-telemetry ${features:+--features "$features"} --bench "$bench" --no-run 2>&1) || {
+  echo "$built" | tail -n 20 >&2
+  echo "bench-instructions: could not build the $bench benchmark (features: ${features:-none})" >&2
+  exit 1
+}
+exe=$(echo "$built" | grep -o "[^ (]*/release/deps/${bench}-[0-9a-f]*" | tail -1 || true)
 if [ -z "$exe" ]; then
-  echo "bench-instructions: could not build the $bench benchmark" >&2
+  echo "bench-instructions: no $bench executable in cargo's output" >&2
   exit 1
 fi
 work=$(mktemp -d)

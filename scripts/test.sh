@@ -11,3 +11,11 @@ cargo test --workspace --doc "$@"
 # The library alone without its default features (no axum, OTLP export,
 # TLS or process metrics): its own unit, integration and doc tests.
 cargo test -p multiweb-telemetry --no-default-features "$@"
+# Each feature of the library alone: its unit tests (the lint of each is in
+# scripts/check.sh).
+features=$(sed -n '/^\[features\]/,/^\[/p' multiweb-telemetry/Cargo.toml |
+  awk -F' *= *' '/^[a-z][a-z-]* *=/ && $1 != "default" {print $1}')
+for feature in $features; do
+  echo "test: multiweb-telemetry with $feature alone"
+  cargo test -p multiweb-telemetry --no-default-features --features "$feature" --lib "$@"
+done

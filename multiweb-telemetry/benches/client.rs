@@ -22,14 +22,19 @@
 //!   under `client::layer()`;
 //! - `in_process` and `multiweb_in_process`: a tower service answering at
 //!   once, without a socket, bare and under `client::layer()`: the layer's
-//!   own cost without the loopback's noise.
+//!   own cost without the loopback's noise;
+//! - `added_by_reqwest_tracing` and `added_by_multiweb_reqwest`: the time a
+//!   call through each middleware takes beyond a bare call, the two calls
+//!   made in turn in each iteration so that drift cancels;
+//!   `added_by_multiweb_reqwest_span_off` the same with the CLIENT span
+//!   turned off by `RUST_LOG` (propagation and the metric only).
 //!
 //! Every contender runs under one dispatch from `build_dispatch()` (logs to
 //! a sink, `RUST_LOG=info`, every span sampled, none exported: no endpoint)
 //! and one global Prometheus recorder. Every iteration builds its request
 //! with `http::Request::get`, which `scripts/bench-instructions.sh` counts.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
@@ -107,20 +112,16 @@ fn client(c: &mut Criterion) {
         }
         .build()
     };
+    let peer = with(Some(std::sync::Arc::new(
+        reqwest_tracing::TracingMiddleware::default(),
+    )));
+    let ours = with(Some(std::sync::Arc::new(
+        multiweb_telemetry::client::middleware(),
+    )));
     for (name, client) in [
         ("client/reqwest_middleware", with(None)),
-        (
-            "client/reqwest_tracing",
-            with(Some(std::sync::Arc::new(
-                reqwest_tracing::TracingMiddleware::default(),
-            ))),
-        ),
-        (
-            "client/multiweb_reqwest",
-            with(Some(std::sync::Arc::new(
-                multiweb_telemetry::client::middleware(),
-            ))),
-        ),
+        ("client/reqwest_tracing", peer.clone()),
+        ("client/multiweb_reqwest", ours.clone()),
     ] {
         c.bench_function(name, |b| {
             b.to_async(&runtime).iter(|| async {
@@ -129,6 +130,8 @@ fn client(c: &mut Criterion) {
             });
         });
     }
+
+    added_by(c, &runtime, &bare, &url, peer, ours);
 
     let hyper = HyperClient::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     c.bench_function("client/hyper", |b| {
@@ -167,6 +170,66 @@ fn client(c: &mut Criterion) {
             response.into_body().collect().await.unwrap()
         });
     });
+}
+
+/// The paired contenders: see the comment inside.
+fn added_by(
+    c: &mut Criterion,
+    runtime: &tokio::runtime::Runtime,
+    bare: &reqwest::Client,
+    url: &str,
+    peer: reqwest_middleware::ClientWithMiddleware,
+    ours: reqwest_middleware::ClientWithMiddleware,
+) {
+    // Paired: each iteration calls through the bare client and through the
+    // middleware, in turn (the order swapped every iteration), and reports
+    // the time the middleware's call took beyond the bare one. Contenders
+    // run one after another drift apart by several µs over the loopback;
+    // here the drift falls on both calls alike. A sample in which the bare
+    // calls were slower counts as (almost) zero, which can only overstate
+    // the cost. `added_by_multiweb_reqwest_span_off` is the same with
+    // `multiweb_telemetry::client=off`: propagation and the metric without
+    // the CLIENT span, to show what the span costs.
+    // (These make two requests an iteration: not for bench-instructions.sh.)
+    let (span_off, _span_off_guard) = Telemetry::builder()
+        .log_writer(std::io::sink())
+        .log_filter("info,multiweb_telemetry::client=off")
+        .sampler(TraceSampler::AlwaysOn)
+        .build_dispatch()
+        .unwrap();
+    for (name, client) in [
+        ("client/added_by_reqwest_tracing", peer),
+        ("client/added_by_multiweb_reqwest", ours.clone()),
+        ("client/added_by_multiweb_reqwest_span_off", ours),
+    ] {
+        let _span_off = name
+            .ends_with("span_off")
+            .then(|| tracing::dispatcher::set_default(&span_off));
+        c.bench_function(name, |b| {
+            b.to_async(runtime).iter_custom(|iters| {
+                let (bare, client, url) = (bare.clone(), client.clone(), url.to_owned());
+                async move {
+                    let (mut plain, mut with) = (Duration::ZERO, Duration::ZERO);
+                    for i in 0..iters {
+                        for first in [i % 2 == 0, i % 2 == 1] {
+                            let start = Instant::now();
+                            if first {
+                                let response = bare.execute(request(&url)).await.unwrap();
+                                std::hint::black_box(response.bytes().await.unwrap());
+                                plain += start.elapsed();
+                            } else {
+                                let response = client.execute(request(&url)).await.unwrap();
+                                std::hint::black_box(response.bytes().await.unwrap());
+                                with += start.elapsed();
+                            }
+                        }
+                    }
+                    // Criterion refuses a zero time.
+                    with.saturating_sub(plain).max(Duration::from_nanos(1))
+                }
+            });
+        });
+    }
 }
 
 criterion_group!(benches, client);

@@ -159,3 +159,57 @@ fn a_burst_that_fills_the_span_queue_is_counted_and_warned_once() {
     );
     assert_eq!(warned[0]["capacity"], 16);
 }
+
+/// A span too large for an export request on its own (a 5 MB attribute,
+/// the value limit raised above it) is dropped alone and counted once; the
+/// spans around it still arrive. (Its warning goes to the global
+/// subscriber, which the burst test above owns in this binary.)
+#[test]
+fn a_span_too_large_for_any_request_is_dropped_alone() {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    let collector = FakeCollector::start(&[], Answer::OK);
+    let capture = multiweb_telemetry::testing::MetricsCapture::new();
+    let (dispatch, guard) = capture.run(|| {
+        multiweb_telemetry::Telemetry::builder()
+            .log_writer(std::io::sink())
+            .otlp_endpoint(collector.url())
+            .attribute_value_length_limit(6_000_000)
+            .build_dispatch()
+            .expect("build")
+    });
+    let huge = "x".repeat(5_000_000);
+    let (mut neighbours, mut too_large) = (Vec::new(), String::new());
+    tracing::dispatcher::with_default(&dispatch, || {
+        for i in 0..10 {
+            let span = tracing::info_span!("neighbour", payload = tracing::field::Empty);
+            if i == 5 {
+                span.record("payload", huge.as_str());
+            }
+            let trace_id = span.context().span().span_context().trace_id().to_string();
+            if i == 5 {
+                too_large = trace_id;
+            } else {
+                neighbours.push(trace_id);
+            }
+        }
+    });
+    drop(guard); // exports what is queued
+    let received: HashSet<String> = collector
+        .received()
+        .iter()
+        .flat_map(multiweb_tests::fake_collector::Received::spans)
+        .map(|(trace, _)| trace)
+        .collect();
+    assert!(
+        neighbours.iter().all(|t| received.contains(t)),
+        "every neighbour arrived: {neighbours:?} in {received:?}"
+    );
+    assert!(!received.contains(&too_large), "the large span was sent");
+    let metrics = capture.exposition();
+    assert_eq!(
+        metrics.value("multiweb_telemetry_spans_dropped_total", &[]),
+        Some(1.0)
+    );
+}

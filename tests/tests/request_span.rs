@@ -154,6 +154,15 @@ const SCENARIOS: &[Scenario] = &[
         ],
     },
     Scenario {
+        name: "no_route",
+        filter: None,
+        headers: &[],
+        // No route matched: every line in the request has the raw path.
+        expect: &[
+            r#"log fields {"http.request.method":"GET","path":"/s/no_route","target":"request_span","url.path":"/s/no_route"} in GET"#,
+        ],
+    },
+    Scenario {
         name: "panic",
         filter: None,
         headers: &[],
@@ -224,6 +233,12 @@ fn ids(cx: &opentelemetry::Context) -> String {
 fn app() -> Router {
     span_ext_routes()
         .merge(other_routes())
+        // The `no_route` scenario: no route matches, so lines carry the
+        // raw path.
+        .fallback(|| async {
+            tracing::info!("no route here");
+            StatusCode::NOT_FOUND
+        })
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             multiweb_telemetry::http::panic_response,
         ))
@@ -513,12 +528,16 @@ fn run(scenario: &Scenario, path: Path) -> Outcome {
 
 /// The run reduced to sorted lines: spans, their attributes and links, log
 /// lines and the answer, every id replaced by the name of its span (`ours`
-/// for the run's own trace, `remote` for the caller's).
+/// for the request span's trace, `remote` for the caller's).
 fn describe(spans: &[ExportedSpan], logs: &str, answer: &str) -> Outcome {
     let mut names: BTreeMap<String, String> = BTreeMap::new();
     for span in spans {
         names.insert(span.span_id.clone(), span.name.clone());
-        names.insert(span.trace_id.clone(), "ours".to_owned());
+        // Only the request's trace is ours: a span that started a trace of
+        // its own shows as "in another trace".
+        if span.kind == "SPAN_KIND_SERVER" {
+            names.insert(span.trace_id.clone(), "ours".to_owned());
+        }
     }
     names.insert(REMOTE_TRACE.to_owned(), "remote".to_owned());
     names.insert(REMOTE_SPAN.to_owned(), "remote".to_owned());

@@ -49,6 +49,11 @@ fn refused() -> Vec<(&'static str, OsString, &'static str)> {
             os(b"http://user:SECRETpass@tempo:4318/\xff"),
             "SECRETpass",
         ),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            os(b"http://user:SECRETpa?ss@tempo:4318"),
+            "SECRETpa",
+        ),
     ]
 }
 

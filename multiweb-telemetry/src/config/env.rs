@@ -112,16 +112,14 @@ fn shown(name: &str, value: &str) -> String {
 pub(super) const REDACTED: &str = "<redacted>";
 
 /// `url` with the userinfo of its authority (`user:password@`) replaced by
-/// `<redacted>@`. Erring on the side of secrecy, everything before the last
-/// `@` ahead of any query or fragment counts as userinfo (a raw `/` in a
-/// password would otherwise end the authority early), with or without a
-/// scheme.
+/// `<redacted>@`. Erring on the side of secrecy, everything before the
+/// last `@` counts as userinfo, with or without a scheme: a raw `/`, `?` or
+/// `#` typed in a password would otherwise end the authority early and
+/// leave the rest of the password shown. An `@` in a query or fragment
+/// hides the host too, which an endpoint rarely has.
 pub(super) fn without_userinfo(url: &str) -> String {
     let start = url.find("://").map_or(0, |i| i + "://".len());
-    let end = url[start..]
-        .find(['?', '#'])
-        .map_or(url.len(), |i| start + i);
-    match url[start..end].rfind('@') {
+    match url[start..].rfind('@') {
         Some(at) => format!("{}{REDACTED}{}", &url[..start], &url[start + at..]),
         None => url.to_owned(),
     }
@@ -161,6 +159,10 @@ pub(super) fn parse_endpoint(
     };
     let raw = raw.trim();
     match raw.parse::<http::Uri>() {
+        // `http` takes any text after the host's last `:` as the port.
+        Ok(uri) if !uri.authority().is_some_and(|a| port_is_valid(a.as_str())) => {
+            Err((expected, None))
+        }
         Ok(uri) if uri.host().is_some() && matches!(uri.scheme_str(), Some("http" | "https")) => {
             Ok(raw.to_owned())
         }
@@ -175,6 +177,21 @@ pub(super) fn parse_endpoint(
         }
         Ok(_) => Err((expected, None)),
         Err(err) => Err((expected, Some(Box::new(err)))),
+    }
+}
+
+/// Whether the port of `authority` (`[userinfo@]host[:port]`), if written,
+/// is a number from 0 to 65535 (or empty, the scheme's default).
+fn port_is_valid(authority: &str) -> bool {
+    let host_port = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, rest)| rest);
+    if host_port.ends_with(']') {
+        return true; // an IPv6 address without a port
+    }
+    match host_port.rsplit_once(':') {
+        Some((_, port)) => port.is_empty() || port.parse::<u16>().is_ok(),
+        None => true,
     }
 }
 

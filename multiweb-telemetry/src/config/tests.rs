@@ -224,6 +224,8 @@ fn bad_trace_variables_name_themselves() {
         ("OTEL_EXPORTER_OTLP_ENDPOINT", "tempo:4317"),
         ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://"),
         ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "ftp://tempo:4318"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://tempo:43x8"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://tempo:70000/"),
         ("OTEL_EXPORTER_OTLP_INSECURE", "yes"),
         ("OTEL_EXPORTER_OTLP_TRACES_INSECURE", "1"),
         ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "-1"),
@@ -466,6 +468,13 @@ fn https_endpoints_are_accepted_and_insecure_decides_for_grpc_without_a_scheme()
         endpoint(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://otlp.example:4318")]),
         "https://otlp.example:4318/v1/traces"
     );
+    for (ipv6, url) in [
+        ("http://[::1]:4318", "http://[::1]:4318/v1/traces"),
+        ("http://[::1]", "http://[::1]/v1/traces"),
+        ("http://u:p@[::1]:4318", "http://u:p@[::1]:4318/v1/traces"),
+    ] {
+        assert_eq!(endpoint(&[("OTEL_EXPORTER_OTLP_ENDPOINT", ipv6)]), url);
+    }
     let grpc = ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc");
     assert_eq!(
         endpoint(&[grpc, ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://tempo:4317")]),
@@ -682,7 +691,7 @@ fn endpoint_userinfo_is_never_shown() {
 }
 
 #[test]
-fn userinfo_is_everything_before_the_last_at_sign_of_the_authority() {
+fn userinfo_is_everything_before_the_last_at_sign() {
     use super::env::without_userinfo;
     for (url, shown) in [
         ("http://tempo:4318/v1/traces", "http://tempo:4318/v1/traces"),
@@ -693,7 +702,15 @@ fn userinfo_is_everything_before_the_last_at_sign_of_the_authority() {
         ("https://user:p@ss@tempo/x", "https://<redacted>@tempo/x"),
         ("https://us/er:pw@tempo/x", "https://<redacted>@tempo/x"),
         ("user:pw@tempo:4318", "<redacted>@tempo:4318"),
-        ("http://tempo/?q=a@b", "http://tempo/?q=a@b"),
+        (
+            "https://user:pa?ss@tempo:4318",
+            "https://<redacted>@tempo:4318",
+        ),
+        (
+            "https://user:pa#ss@tempo:4318",
+            "https://<redacted>@tempo:4318",
+        ),
+        ("http://tempo/?q=a@b", "http://<redacted>@b"),
         ("", ""),
     ] {
         assert_eq!(without_userinfo(url), shown, "{url}");

@@ -272,7 +272,12 @@ mod tests {
         let mut other = [("method", "GET"), ("path", "/b")];
         assert_eq!(index.find("registry_test_total", &mut other, None), None);
 
+        // A scrape running in another test holds the series until it ends.
+        let weak = Arc::downgrade(&series);
         drop((series, untouched));
+        while weak.strong_count() > 0 {
+            std::thread::yield_now();
+        }
         let mut index = Index::collect();
         assert_eq!(
             index.find("registry_test_total", &mut labels, None),

@@ -36,7 +36,9 @@
 //!
 //! `config` → `labels` → `trace` → `log` → `request_span` → `http` → `lib`
 //! (`subscriber`, `guard`): each module imports only modules before it.
-//! Check it with `grep -rn "crate::" multiweb-telemetry/src/<module>`.
+//! Check it by reading the `use` lines, skipping comments (doc links to
+//! later modules are not imports):
+//! `grep -rn "crate::" multiweb-telemetry/src/<module> | grep -v "^[^:]*:[0-9]*: *//"`.
 //!
 //! [`bridge_request_spans(false)`]: crate::TelemetryBuilder::bridge_request_spans
 //! [`RequestContext`]: crate::trace::RequestContext
