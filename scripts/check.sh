@@ -7,8 +7,7 @@ cd "$(dirname "$0")/.."
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 # Every feature of the library on its own (and none at all).
-features=$(sed -n '/^\[features\]/,/^\[/p' multiweb-telemetry/Cargo.toml |
-  awk -F' *= *' '/^[a-z][a-z-]* *=/ && $1 != "default" {print $1}')
+features=$(bash scripts/features.sh)
 for feature in "" $features; do
   echo "check: clippy, multiweb-telemetry with ${feature:-no feature} alone"
   cargo clippy -p multiweb-telemetry --no-default-features ${feature:+--features "$feature"} \

@@ -13,8 +13,7 @@ cargo test --workspace --doc "$@"
 cargo test -p multiweb-telemetry --no-default-features "$@"
 # Each feature of the library alone: its unit tests (the lint of each is in
 # scripts/check.sh).
-features=$(sed -n '/^\[features\]/,/^\[/p' multiweb-telemetry/Cargo.toml |
-  awk -F' *= *' '/^[a-z][a-z-]* *=/ && $1 != "default" {print $1}')
+features=$(bash scripts/features.sh)
 for feature in $features; do
   echo "test: multiweb-telemetry with $feature alone"
   cargo test -p multiweb-telemetry --no-default-features --features "$feature" --lib "$@"

@@ -32,7 +32,9 @@
 //! Every contender runs under one dispatch from `build_dispatch()` (logs to
 //! a sink, `RUST_LOG=info`, every span sampled, none exported: no endpoint)
 //! and one global Prometheus recorder. Every iteration builds its request
-//! with `http::Request::get`, which `scripts/bench-instructions.sh` counts.
+//! with `http::Request::get`, which `scripts/bench-instructions.sh` counts
+//! (the paired `added_by_*` contenders make two requests an iteration, so
+//! that script does not count them).
 
 use std::time::{Duration, Instant};
 
@@ -172,7 +174,15 @@ fn client(c: &mut Criterion) {
     });
 }
 
-/// The paired contenders: see the comment inside.
+/// The paired contenders: each iteration calls through the bare client and
+/// through the middleware, in turn (the order swapped every iteration), and
+/// reports the time the middleware's call took beyond the bare one.
+/// Contenders run one after another drift apart by several µs over the
+/// loopback; here the drift falls on both calls alike. A sample in which the
+/// bare calls were slower counts as (almost) zero, which can only overstate
+/// the cost. `added_by_multiweb_reqwest_span_off` is the same with
+/// `multiweb_telemetry::client=off`: propagation and the metric without the
+/// CLIENT span, to show what the span costs.
 fn added_by(
     c: &mut Criterion,
     runtime: &tokio::runtime::Runtime,
@@ -181,16 +191,6 @@ fn added_by(
     peer: reqwest_middleware::ClientWithMiddleware,
     ours: reqwest_middleware::ClientWithMiddleware,
 ) {
-    // Paired: each iteration calls through the bare client and through the
-    // middleware, in turn (the order swapped every iteration), and reports
-    // the time the middleware's call took beyond the bare one. Contenders
-    // run one after another drift apart by several µs over the loopback;
-    // here the drift falls on both calls alike. A sample in which the bare
-    // calls were slower counts as (almost) zero, which can only overstate
-    // the cost. `added_by_multiweb_reqwest_span_off` is the same with
-    // `multiweb_telemetry::client=off`: propagation and the metric without
-    // the CLIENT span, to show what the span costs.
-    // (These make two requests an iteration: not for bench-instructions.sh.)
     let (span_off, _span_off_guard) = Telemetry::builder()
         .log_writer(std::io::sink())
         .log_filter("info,multiweb_telemetry::client=off")
@@ -211,9 +211,9 @@ fn added_by(
                 async move {
                     let (mut plain, mut with) = (Duration::ZERO, Duration::ZERO);
                     for i in 0..iters {
-                        for first in [i % 2 == 0, i % 2 == 1] {
+                        for bare_turn in [i % 2 == 0, i % 2 == 1] {
                             let start = Instant::now();
-                            if first {
+                            if bare_turn {
                                 let response = bare.execute(request(&url)).await.unwrap();
                                 std::hint::black_box(response.bytes().await.unwrap());
                                 plain += start.elapsed();

@@ -160,9 +160,7 @@ pub(super) fn parse_endpoint(
     let raw = raw.trim();
     match raw.parse::<http::Uri>() {
         // `http` takes any text after the host's last `:` as the port.
-        Ok(uri) if !uri.authority().is_some_and(|a| port_is_valid(a.as_str())) => {
-            Err((expected, None))
-        }
+        Ok(uri) if !uri.authority().is_some_and(port_is_valid) => Err((expected, None)),
         Ok(uri) if uri.host().is_some() && matches!(uri.scheme_str(), Some("http" | "https")) => {
             Ok(raw.to_owned())
         }
@@ -180,19 +178,16 @@ pub(super) fn parse_endpoint(
     }
 }
 
-/// Whether the port of `authority` (`[userinfo@]host[:port]`), if written,
-/// is a number from 0 to 65535 (or empty, the scheme's default).
-fn port_is_valid(authority: &str) -> bool {
-    let host_port = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, rest)| rest);
-    if host_port.ends_with(']') {
-        return true; // an IPv6 address without a port
-    }
-    match host_port.rsplit_once(':') {
-        Some((_, port)) => port.is_empty() || port.parse::<u16>().is_ok(),
-        None => true,
-    }
+/// Whether the port of `authority`, if written, is a number from 0 to 65535
+/// (or empty, the scheme's default): `http` gives no port for one that is
+/// not, so the text after the host must then be nothing or a lone `:`.
+fn port_is_valid(authority: &http::uri::Authority) -> bool {
+    let text = authority.as_str();
+    authority.port().is_some()
+        || text
+            .strip_suffix(':')
+            .unwrap_or(text)
+            .ends_with(authority.host())
 }
 
 /// The value of the traces variable `traces` if it is set, else of the

@@ -681,6 +681,20 @@ fn endpoint_userinfo_is_never_shown() {
         "{err}"
     );
 
+    // A `?` in the password: `http` reads `user` as the host and the rest
+    // of the password as its port.
+    let err = env_error(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "http://user:SECRET?pass@tempo:4318",
+    );
+    assert!(
+        err.starts_with(
+            "invalid value \"http://<redacted>@tempo:4318\" for environment variable \
+             OTEL_EXPORTER_OTLP_ENDPOINT: expected"
+        ),
+        "{err}"
+    );
+
     let builder = TelemetryBuilder::default().otlp_endpoint("ftp://user:SECRET@tempo:4318");
     assert!(!format!("{builder:?}").contains("SECRET"), "{builder:?}");
     let err = resolve(&builder, &[]).unwrap_err().to_string();
